@@ -1,0 +1,105 @@
+"""
+Config overrides for train.py, sample.py and bench.py, nanoGPT style:
+
+    python train.py config/shakespeare_char.py --batch_size=32 --compile=False
+
+Each script keeps its settings as plain globals with defaults, then calls
+configure(globals()). Arguments are applied left to right:
+- a path (no leading --) is a Python file, executed; the settings it assigns win;
+- --key=value sets one key; the value goes through ast.literal_eval and stays a
+  string if that fails (so --dataset=shakespeare_char needs no quotes).
+The rules, each with a one-line error:
+- a key must exist (the message names the closest valid keys);
+- a value must have its default's type, except that an int is fine for a float;
+- --help lists every key with its default.
+"""
+
+import ast
+import difflib
+import os
+import sys
+import types
+
+
+class ConfigError(Exception):
+    """A bad config file or --key=value: shown to the user as one line."""
+
+
+def config_keys(namespace):
+    """The settings of a script: its plain (int, float, bool, str) globals that do not start with '_'."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
+
+
+def _closest(key, valid):
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    return f"did you mean {' or '.join('--' + c for c in close)}?" if close else "run with --help to list them"
+
+
+def _check(key, value, config, source):
+    if key not in config:
+        raise ConfigError(f"unknown config key '{key}' ({source}): {_closest(key, list(config))}")
+    default = config[key]
+    if isinstance(default, float) and type(value) is int:
+        return float(value) # an int is fine where a float is expected: --dropout=0
+    if type(value) is not type(default):
+        raise ConfigError(f"{key} expects {type(default).__name__} (default {default!r}) "
+                          f"but got {type(value).__name__} {value!r} ({source})")
+    return value
+
+
+def apply_overrides(config, args):
+    """Apply config files and --key=value args to the dict config, in order. Returns the keys that changed."""
+    changed = []
+    for arg in args:
+        if not arg.startswith('--'):
+            if not os.path.isfile(arg):
+                raise ConfigError(f"config file {arg} not found: pass a path such as config/shakespeare_char.py, or --key=value")
+            namespace = dict(config)
+            try:
+                with open(arg) as f:
+                    exec(compile(f.read(), arg, 'exec'), namespace)
+            except Exception as e:
+                raise ConfigError(f"config file {arg} failed to run: {type(e).__name__}: {e}")
+            for key, value in namespace.items():
+                # skip what a config file may use in passing: imports, helpers, private names
+                if key.startswith('_') or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                    continue
+                if key in config and value is config[key]:
+                    continue
+                config[key] = _check(key, value, config, arg)
+                changed.append(key)
+        else:
+            if '=' not in arg:
+                raise ConfigError(f"argument {arg} has no value: write --key=value, e.g. --batch_size=32")
+            key, raw = arg[2:].split('=', 1) # only the first '=' separates: values may contain '='
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw # a bare string
+            config[key] = _check(key, value, config, arg)
+            changed.append(key)
+    return changed
+
+
+def print_help(config, prog):
+    print(f"usage: python {prog} [config/file.py ...] [--key=value ...]\n")
+    print("keys and their defaults:")
+    width = max(len(k) for k in config)
+    for k, v in config.items():
+        print(f"  --{k.ljust(width)} = {v!r}")
+
+
+def configure(namespace, argv=None):
+    """Override the settings among namespace's globals from argv; print --help; exit with one line on bad input."""
+    argv = sys.argv[1:] if argv is None else argv
+    config = config_keys(namespace)
+    if any(a in ('-h', '--help') for a in argv):
+        print_help(config, os.path.basename(sys.argv[0]))
+        sys.exit(0)
+    try:
+        changed = apply_overrides(config, argv)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    namespace.update(config)
+    return {k: config[k] for k in dict.fromkeys(changed)}

@@ -1,0 +1,352 @@
+"""
+Train a GPT. Runs on one device, or on many under torchrun with DDP.
+
+One process (a laptop CPU, one GPU):
+$ python train.py config/shakespeare_char_cpu.py --batch_size=32
+
+DDP on 4 GPUs of one node:
+$ torchrun --standalone --nproc_per_node=4 train.py config/gpt2.py
+
+DDP on 2 nodes of 8 GPUs (run on both, node_rank 0 and 1; IP of the first node):
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
+(Without Infiniband, prepend NCCL_IB_DISABLE=1.)
+
+Every setting below can be overridden by config files and --key=value (see configurator.py);
+python train.py --help lists them.
+"""
+
+import os
+import time
+from datetime import timedelta
+
+import numpy as np
+import torch
+from torch.distributed import init_process_group, destroy_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import configure, config_keys
+from model import (GPT, GPTConfig, MODEL_ARGS, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
+                   save_checkpoint, resolve_device, resolve_dtype, autocast_context, device_peak_flops)
+
+# -----------------------------------------------------------------------------
+# default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False # if True, script exits right after the first eval
+always_save_checkpoint = True # if True, always save a checkpoint after each eval
+init_from = 'scratch' # 'scratch' or 'resume'
+full_eval = False # also report the loss over every block of val.bin, after training (or with eval_only)
+# wandb logging
+wandb_log = False # disabled by default
+wandb_project = 'owt'
+wandb_run_name = 'gpt2' # 'run' + str(time.time())
+# data
+dataset = 'openwebtext'
+gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes
+batch_size = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
+block_size = 1024
+seed = 1337
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
+bias = False # do we use bias inside LayerNorm and Linear layers?
+attn_impl = 'auto' # 'sdpa' (fused kernel), 'math' (matmul-mask-softmax), 'auto': sdpa on GPUs, math on CPUs (faster there)
+# adamw optimizer
+learning_rate = 6e-4 # max learning rate
+max_iters = 600000 # total number of training iterations
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
+# learning rate decay settings
+decay_lr = True # whether to decay the learning rate
+warmup_iters = 2000 # how many steps to warm up for
+lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
+min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+# system
+backend = 'auto' # DDP backend: 'nccl', 'gloo', or 'auto' (nccl on CUDA, gloo otherwise)
+device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
+dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
+compile = True # use PyTorch 2.0 to compile the model to be faster
+peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
+# -----------------------------------------------------------------------------
+exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
+changed = configure(globals())
+config = config_keys(globals()) # the resolved settings, for logging and checkpoints
+# -----------------------------------------------------------------------------
+
+if init_from not in ('scratch', 'resume'):
+    raise UserError(f"init_from={init_from!r} is not supported: use 'scratch' or 'resume'")
+for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
+    if globals()[name] <= 0:
+        raise UserError(f"{name}={globals()[name]} must be > 0")
+
+# various inits, derived attributes, I/O setup
+ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
+if ddp:
+    ddp_rank = int(os.environ['RANK'])
+    ddp_local_rank = int(os.environ['LOCAL_RANK'])
+    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    if backend == 'auto':
+        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    if backend == 'nccl' and not torch.cuda.is_available():
+        raise UserError("backend='nccl' needs CUDA GPUs: use backend='gloo' (or 'auto') on the CPU")
+    device = f'cuda:{ddp_local_rank}' if torch.cuda.is_available() and device in ('auto', 'cuda') else resolve_device(device)
+    if device.startswith('cuda'):
+        torch.cuda.set_device(device)
+    # a rank that dies makes the others fail after this timeout instead of hanging forever
+    init_process_group(backend=backend, timeout=timedelta(minutes=10))
+    master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
+    seed_offset = ddp_rank # each process gets a different seed
+    if gradient_accumulation_steps % ddp_world_size != 0:
+        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size {ddp_world_size}")
+    gradient_accumulation_steps //= ddp_world_size
+else:
+    # if not ddp, we are running on a single gpu, and one process
+    ddp_rank, master_process, seed_offset, ddp_world_size = 0, True, 0, 1
+    device = resolve_device(device)
+dtype = resolve_dtype(dtype, device)
+device_type = torch.device(device).type
+if attn_impl == 'auto':
+    attn_impl = 'math' if device_type == 'cpu' else 'sdpa'
+tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
+if master_process:
+    print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
+    print(f"tokens per iteration will be: {tokens_per_iter:,}")
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"out_dir={out_dir!r} is not writable: choose another --out_dir")
+torch.manual_seed(seed + seed_offset)
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
+    torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
+ctx = autocast_context(device, dtype)
+
+# data: the token ids stay on disk as memmaps, opened once
+data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
+if not os.path.isdir(data_dir):
+    raise UserError(f"dataset {dataset!r} not found: no directory {data_dir} (prepare one with python data/<name>/prepare.py)")
+splits = {split: open_tokens(data_dir, split, block_size + 1) for split in ('train', 'val')}
+SPLIT_IDS = {'train': 0, 'val': 1}
+offsets = np.arange(block_size + 1)
+
+def get_batch(split, step, micro_step=0, for_eval=False):
+    """
+    One micro-batch of this rank. The windows of a whole step come from one random stream
+    seeded by (seed, split, eval or train, step): every rank and micro-step takes its own slice of them, so
+    ranks never share windows, the data order does not depend on the world size, and a
+    resumed run sees the same batches it would have seen without stopping.
+    """
+    data = splits[split]
+    n_micro = gradient_accumulation_steps * ddp_world_size
+    rng = np.random.default_rng([seed, SPLIT_IDS[split], int(for_eval), step])
+    starts = rng.integers(0, len(data) - block_size, size=n_micro * batch_size)
+    k = ddp_rank * gradient_accumulation_steps + micro_step
+    chunk = torch.from_numpy(data[starts[k * batch_size:(k + 1) * batch_size, None] + offsets].astype(np.int64))
+    x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+    if device_type == 'cuda':
+        # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
+        x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x, y
+
+# init these up here, can override if init_from='resume' (i.e. from a checkpoint)
+iter_num = 0
+best_val_loss = 1e9
+
+# the vocab size comes from the dataset's meta.pkl if it has one (char-level), else GPT-2's, padded
+meta = load_meta(data_dir)
+meta_vocab_size = meta['vocab_size'] if meta else None
+if meta_vocab_size is not None and master_process:
+    print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
+
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                  bias=bias, vocab_size=None, dropout=dropout) # start with model_args from command line
+checkpoint = None
+if init_from == 'scratch':
+    if master_process:
+        print("Initializing a new model from scratch")
+    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
+    model = GPT(GPTConfig(**model_args))
+else:
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if master_process:
+        print(f"Resuming training from {ckpt_path}")
+    model, checkpoint = GPT.from_checkpoint(ckpt_path, device, dropout=dropout)
+    ckpt_args = checkpoint['model_args']
+    # the architecture is the checkpoint's; a setting the user gave that contradicts it is an error
+    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
+        if k in changed and changed[k] != ckpt_args[k]:
+            raise UserError(f"{k}={changed[k]} but the checkpoint in {out_dir} has {k}={ckpt_args[k]}: drop --{k} to resume it")
+    if block_size > ckpt_args['block_size']:
+        raise UserError(f"block_size={block_size} is larger than the checkpoint's {ckpt_args['block_size']}: "
+                        f"a model cannot attend further than it was built for; use block_size <= {ckpt_args['block_size']}")
+    if meta_vocab_size is not None and meta_vocab_size != ckpt_args['vocab_size']:
+        raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} but the checkpoint in {out_dir} has "
+                        f"{ckpt_args['vocab_size']}: resume with the dataset it was trained on")
+    model_args = {k: ckpt_args[k] for k in MODEL_ARGS}
+    model_args['dropout'] = dropout
+    iter_num = checkpoint['iter_num']
+    best_val_loss = float(checkpoint['best_val_loss'])
+# crop down the model block size if desired, using model surgery
+if block_size < model.config.block_size:
+    model.crop_block_size(block_size)
+    model_args['block_size'] = block_size # so that the checkpoint will have the right value
+model.set_attn_impl(attn_impl)
+model.to(device)
+
+# initialize a GradScaler. If enabled=False scaler is a no-op
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+
+# optimizer
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    for group in optimizer.param_groups: # keep this machine's kernel choice, not the writer's
+        group['fused'], group['foreach'] = optimizer.defaults['fused'], optimizer.defaults['foreach']
+    if checkpoint.get('scaler') and scaler.is_enabled():
+        scaler.load_state_dict(checkpoint['scaler'])
+checkpoint = None # free up memory
+
+# compile the model
+raw_model = model # the unwrapped model: its state_dict has clean names
+if compile:
+    if master_process:
+        print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model)
+# wrap model into DDP container
+if ddp:
+    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over eval_iters batches per split; the same batches at every eval, averaged over ranks."""
+    out = {}
+    model.eval()
+    for split in splits:
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            X, Y = get_batch(split, k, for_eval=True)
+            with ctx:
+                _, loss = model(X, Y)
+            losses[k] = loss.item()
+        out[split] = losses.mean().item()
+    model.train()
+    return out
+
+@torch.no_grad()
+def full_val_loss():
+    """The loss over every non-overlapping block of val.bin: the whole split, no sampling noise."""
+    data = splits['val']
+    n_blocks = (len(data) - 1) // block_size
+    total, count = 0.0, 0
+    raw_model.eval()
+    for b0 in range(0, n_blocks, batch_size):
+        starts = np.arange(b0, min(b0 + batch_size, n_blocks))[:, None] * block_size
+        chunk = torch.from_numpy(data[starts + offsets].astype(np.int64)).to(device)
+        with ctx:
+            _, loss = raw_model(chunk[:, :-1], chunk[:, 1:])
+        total += loss.item() * len(starts)
+        count += len(starts)
+    raw_model.train()
+    return total / count
+
+def save(path):
+    checkpoint = {
+        'model': raw_model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'model_args': model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': config,
+    }
+    if scaler.is_enabled():
+        checkpoint['scaler'] = scaler.state_dict()
+    save_checkpoint(checkpoint, path)
+
+# logging
+if wandb_log and master_process:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+peak = device_peak_flops(device, dtype, peak_flops) if master_process else 0.0
+# training loop
+X, Y = get_batch('train', iter_num, 0) # fetch the very first batch
+t0 = time.time()
+local_iter_num = 0 # number of iterations in the lifetime of this process
+running_mfu = -1.0
+try:
+    while True:
+
+        # determine and set the learning rate for this iteration
+        lr = cosine_lr(iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr) if decay_lr else learning_rate
+        for param_group in optimizer.param_groups:
+            param_group['lr'] = lr
+
+        # evaluate the loss on train/val sets and write checkpoints
+        if (iter_num % eval_interval == 0 or iter_num == max_iters) and master_process:
+            losses = estimate_loss()
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if wandb_log:
+                wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
+                           "lr": lr, "mfu": running_mfu*100})
+            if losses['val'] < best_val_loss or always_save_checkpoint:
+                best_val_loss = min(best_val_loss, losses['val'])
+                if iter_num > 0:
+                    print(f"saving checkpoint to {out_dir}")
+                    save(os.path.join(out_dir, 'ckpt.pt'))
+        if eval_only or iter_num >= max_iters:
+            break
+
+        # forward backward update, with optional gradient accumulation to simulate larger batch size
+        # and using the GradScaler if data type is float16
+        loss_sum = torch.zeros((), device=device)
+        for micro_step in range(gradient_accumulation_steps):
+            if ddp:
+                # sync gradients only at the last micro step: the others just accumulate locally
+                model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+            with ctx:
+                logits, loss = model(X, Y)
+                loss = loss / gradient_accumulation_steps # scale the loss to account for gradient accumulation
+            loss_sum += loss.detach()
+            # immediately async prefetch next batch while model is doing the forward pass on the GPU
+            if micro_step + 1 < gradient_accumulation_steps:
+                X, Y = get_batch('train', iter_num, micro_step + 1)
+            else:
+                X, Y = get_batch('train', iter_num + 1, 0)
+            # backward pass, with gradient scaling if training in fp16
+            scaler.scale(loss).backward()
+        # clip the gradient
+        if grad_clip != 0.0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        # step the optimizer and scaler if training in fp16
+        scaler.step(optimizer)
+        scaler.update()
+        # flush the gradients as soon as we can, no need for this memory anymore
+        optimizer.zero_grad(set_to_none=True)
+
+        # timing and logging
+        t1 = time.time()
+        dt = t1 - t0
+        t0 = t1
+        if iter_num % log_interval == 0 and master_process:
+            # the mean loss of this step's micro-batches; .item() syncs with the device
+            lossf = loss_sum.item()
+            if local_iter_num >= 5: # let the training loop settle a bit
+                mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps * ddp_world_size, dt, peak)
+                running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
+            print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, "
+                  f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu*100:.2f}%")
+        iter_num += 1
+        local_iter_num += 1
+
+    if master_process and full_eval:
+        print(f"full val loss {full_val_loss():.4f} (every block of val.bin, iter {iter_num})")
+finally:
+    if ddp:
+        destroy_process_group()
