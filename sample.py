@@ -1,0 +1,103 @@
+"""
+Sample from a trained model.
+
+$ python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
+$ python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt
+"""
+import os
+
+import torch
+
+from configurator import configure
+from model import GPT, UserError, exit_on_user_error, load_meta, resolve_device, resolve_dtype, autocast_context
+
+# -----------------------------------------------------------------------------
+init_from = 'resume' # 'resume': the ckpt.pt in out_dir
+out_dir = 'out' # ignored if init_from is not 'resume'
+start = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
+num_samples = 10 # number of samples to draw
+max_new_tokens = 500 # number of tokens generated in each sample
+temperature = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, in predictions
+top_k = 200 # retain only the top_k most likely tokens (a value >= the vocab size keeps them all)
+seed = 1337
+device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
+dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
+compile = False # use PyTorch 2.0 to compile the model to be faster
+kv_cache = True # False recomputes the whole context for every new token (slow; for checking)
+# -----------------------------------------------------------------------------
+exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
+configure(globals())
+# -----------------------------------------------------------------------------
+
+if init_from != 'resume':
+    raise UserError(f"init_from={init_from!r} is not supported: use 'resume' (the ckpt.pt in out_dir)")
+if num_samples <= 0:
+    raise UserError(f"num_samples={num_samples} must be > 0")
+if max_new_tokens < 0:
+    raise UserError(f"max_new_tokens={max_new_tokens} must be >= 0")
+if temperature <= 0:
+    raise UserError(f"temperature={temperature} must be > 0 (small values like 0.1 are nearly greedy)")
+if top_k <= 0:
+    raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size keeps every token)")
+
+device = resolve_device(device)
+dtype = resolve_dtype(dtype, device)
+torch.manual_seed(seed)
+if torch.device(device).type == 'cuda':
+    torch.cuda.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
+    torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
+ctx = autocast_context(device, dtype)
+
+# model
+model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, dropout=0.0)
+model.eval()
+if compile:
+    model = torch.compile(model) # requires PyTorch 2.0 (optional)
+
+# the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
+dataset = checkpoint.get('config', {}).get('dataset')
+meta = load_meta(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)) if dataset else None
+if meta is not None:
+    print(f"Loading meta from data/{dataset}/meta.pkl...")
+    stoi, itos = meta['stoi'], meta['itos']
+    if meta['vocab_size'] != model.config.vocab_size:
+        raise UserError(f"data/{dataset}/meta.pkl has vocab_size {meta['vocab_size']} but the model has "
+                        f"{model.config.vocab_size}: the dataset was prepared again differently; use the matching meta.pkl")
+    def encode(s):
+        unknown = sorted(set(c for c in s if c not in stoi))
+        if unknown:
+            raise UserError(f"the prompt has characters not in the model's vocabulary: {''.join(unknown)!r}; remove them from start")
+        return [stoi[c] for c in s]
+    decode = lambda l: ''.join([itos[i] for i in l])
+else:
+    # no meta.pkl: assume GPT-2 encodings by default
+    print("No meta.pkl found, assuming GPT-2 encodings...")
+    import tiktoken
+    try:
+        enc = tiktoken.get_encoding("gpt2")
+    except Exception as e:
+        raise UserError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}); offline, set TIKTOKEN_CACHE_DIR "
+                        f"to a directory holding tiktoken's cached encoder.json and vocab.bpe")
+    encode = lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})
+    decode = lambda l: enc.decode(l)
+
+# encode the beginning of the prompt
+if start.startswith('FILE:'):
+    path = start[5:]
+    if not os.path.isfile(path):
+        raise UserError(f"start=FILE:{path}: no such file; give the path of a text file holding the prompt")
+    with open(path, 'r', encoding='utf-8') as f:
+        start = f.read()
+start_ids = encode(start)
+if not start_ids:
+    raise UserError("start is empty: give at least one character or token to continue from")
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
+
+# run generation
+with torch.no_grad():
+    with ctx:
+        for k in range(num_samples):
+            y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache)
+            print(decode(y[0].tolist()))
+            print('---------------')

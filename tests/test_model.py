@@ -1,0 +1,201 @@
+"""What model.py promises: GPT-2's architecture and init, nanoGPT's names, exact attention and KV-cache decoding."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig, MODEL_ARGS, UserError, cosine_lr
+
+def tiny(**kw):
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
+    args.update(kw)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**args))
+
+
+def naive_attention(attn, x):
+    """Causal self-attention written out the slow, obvious way: one head and one query at a time."""
+    B, T, C = x.shape
+    hs = C // attn.n_head
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    out = torch.zeros(B, T, C, dtype=torch.float64)
+    for h in range(attn.n_head):
+        sl = slice(h * hs, (h + 1) * hs)
+        for t in range(T):
+            scores = (q[:, t, sl].double()[:, None, :] * k[:, :t + 1, sl].double()).sum(-1) / math.sqrt(hs)
+            out[:, t, sl] = (torch.softmax(scores, dim=-1)[:, :, None] * v[:, :t + 1, sl].double()).sum(1)
+    return attn.c_proj(out.float())
+
+
+@pytest.mark.parametrize('impl', ['sdpa', 'math'])
+def test_attention_equals_naive_masked_softmax(impl):
+    model = tiny()
+    model.set_attn_impl(impl)
+    attn = model.transformer.h[0].attn
+    x = torch.randn(3, 11, 32)
+    with torch.no_grad():
+        assert torch.allclose(attn(x), naive_attention(attn, x), atol=1e-5)
+
+
+@pytest.mark.parametrize('impl', ['sdpa', 'math'])
+def test_changing_a_future_token_never_changes_earlier_logits(impl):
+    model = tiny().eval()
+    model.set_attn_impl(impl)
+    idx = torch.randint(0, 50, (2, 16))
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 50
+    with torch.no_grad():
+        a, _ = model(idx, torch.zeros_like(idx)) # with targets: logits at every position
+        b, _ = model(changed, torch.zeros_like(idx))
+    assert torch.equal(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_parameter_names_are_nanogpts():
+    model = tiny(n_layer=1)
+    expected = {'transformer.wte.weight', 'transformer.wpe.weight', 'lm_head.weight',
+                'transformer.ln_f.weight', 'transformer.ln_f.bias'}
+    for name in ('ln_1', 'attn.c_attn', 'attn.c_proj', 'ln_2', 'mlp.c_fc', 'mlp.c_proj'):
+        expected |= {f'transformer.h.0.{name}.weight', f'transformer.h.0.{name}.bias'}
+    assert set(model.state_dict()) == expected
+    assert model.lm_head.weight is model.transformer.wte.weight # tied
+    assert set(tiny(n_layer=1, bias=False).state_dict()) == {k for k in expected if not k.endswith('.bias')}
+    assert MODEL_ARGS == ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
+
+
+def test_gpt2_initialisation():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=64, vocab_size=500))
+    assert model.transformer.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    scaled = 0.02 / math.sqrt(2 * 8) # residual projections
+    assert model.transformer.h[0].attn.c_proj.weight.std().item() == pytest.approx(scaled, rel=0.05)
+    assert model.transformer.h[7].mlp.c_proj.weight.std().item() == pytest.approx(scaled, rel=0.05)
+    assert model.transformer.h[0].attn.c_attn.bias.abs().sum() == 0
+
+
+def test_loss_at_init_is_about_log_vocab_and_targets_of_minus_one_are_ignored():
+    model = tiny(vocab_size=65)
+    idx = torch.randint(0, 65, (8, 16))
+    targets = torch.randint(0, 65, (8, 16))
+    logits, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(65)) < 0.1 # near-uniform predictions at init
+    masked_targets = targets.clone()
+    masked_targets[:, 8:] = -1
+    _, masked = model(idx, masked_targets)
+    expected = F.cross_entropy(logits[:, :8].reshape(-1, 65), targets[:, :8].reshape(-1))
+    assert masked.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_without_targets_only_the_last_position_is_computed():
+    model = tiny()
+    idx = torch.randint(0, 50, (2, 10))
+    logits, loss = model(idx)
+    assert loss is None and logits.shape == (2, 1, 50)
+    full, _ = model(idx, idx)
+    assert torch.allclose(logits[:, 0], full[:, -1], atol=1e-6)
+
+
+def test_a_tiny_model_overfits_one_batch():
+    model = tiny()
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.99), 'cpu')
+    idx = torch.randint(0, 50, (4, 16))
+    for _ in range(150):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.1
+
+
+def test_micro_steps_give_the_gradients_of_one_big_batch():
+    """k micro-batches of B, each loss divided by k (as train.py does), equal one batch of k*B."""
+    model = tiny()
+    idx = torch.randint(0, 50, (8, 17))
+    x, y = idx[:, :-1], idx[:, 1:]
+    _, loss = model(x, y)
+    loss.backward()
+    big = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    k = 4
+    for xs, ys in zip(x.chunk(k), y.chunk(k)):
+        _, loss = model(xs, ys)
+        (loss / k).backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, big[n], atol=1e-6), n
+
+
+def test_cosine_lr_schedule_values():
+    lr = lambda it: cosine_lr(it, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=5000, min_lr=1e-4)
+    assert lr(0) == pytest.approx(1e-3 / 101) # linear warmup from (it+1)/(warmup+1)
+    assert lr(49) == pytest.approx(1e-3 * 50 / 101)
+    assert lr(100) == pytest.approx(1e-3) # peak right after warmup
+    assert lr(2550) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4)) # half way through the cosine
+    assert lr(5000) == pytest.approx(1e-4)
+    assert lr(9000) == pytest.approx(1e-4) # flat at min_lr after the decay
+    values = [lr(i) for i in range(100, 5001, 50)]
+    assert all(a >= b for a, b in zip(values, values[1:])) # monotone decay
+
+
+def test_optimizer_decays_only_matrices_and_is_fused_on_cpu():
+    model = tiny()
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, nodecay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and nodecay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in nodecay['params'])
+    assert len(decay['params']) + len(nodecay['params']) == len(list(model.parameters()))
+    assert opt.defaults['fused'] is True
+
+
+def full_recompute(model, idx, n):
+    """The reference decoder: the whole (cropped) context through the model for every token, greedy."""
+    for _ in range(n):
+        logits, _ = model(idx[:, -model.config.block_size:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize('impl', ['sdpa', 'math'])
+def test_kv_cache_generation_equals_full_recompute_also_past_block_size(impl):
+    model = tiny(block_size=16, vocab_size=50).eval()
+    model.set_attn_impl(impl)
+    with torch.no_grad(): # sharpen the model so that greedy decoding has clear winners
+        model.lm_head.weight.mul_(8)
+    prompt = torch.randint(0, 50, (2, 5))
+    expected = full_recompute(model, prompt, 40) # 45 tokens: far past block_size 16
+    got = model.generate(prompt, 40, top_k=1)
+    assert torch.equal(got, expected)
+    assert torch.equal(model.generate(prompt, 40, top_k=1, use_kv_cache=False), expected)
+
+
+def test_generate_rejects_bad_sampling_settings():
+    model = tiny().eval()
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    with pytest.raises(UserError, match='temperature'):
+        model.generate(idx, 3, temperature=0)
+    with pytest.raises(UserError, match='top_k'):
+        model.generate(idx, 3, top_k=0)
+
+
+def test_config_errors_are_one_clear_line():
+    with pytest.raises(UserError, match='not divisible'):
+        GPT(GPTConfig(n_embd=30, n_head=4))
+    with pytest.raises(UserError, match='block_size=0'):
+        GPT(GPTConfig(block_size=0))
+
+
+def test_crop_block_size_keeps_the_first_positions():
+    model = tiny(block_size=16)
+    wpe = model.transformer.wpe.weight[:8].clone()
+    model.crop_block_size(8)
+    assert model.config.block_size == 8 and torch.equal(model.transformer.wpe.weight, wpe)
+    with pytest.raises(UserError):
+        model.crop_block_size(9)
+
+
+def test_estimate_mfu_uses_the_peak_it_is_given():
+    model = tiny()
+    cfg = model.config
+    flops = (6 * model.get_num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size) * cfg.block_size
+    assert model.estimate_mfu(4, 0.5, peak_flops=1e12) == pytest.approx(flops * 4 / 0.5 / 1e12)

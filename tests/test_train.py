@@ -1,0 +1,193 @@
+"""train.py and sample.py end to end, run as a user runs them: subprocesses on the real Tiny Shakespeare."""
+import hashlib
+import os
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, run
+from model import GPT, GPTConfig, save_checkpoint
+
+pytestmark = pytest.mark.usefixtures('char_data')
+
+def sha256(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def train(out_dir, *args, check=True):
+    return run('train.py', '--dataset=shakespeare_char', f'--out_dir={out_dir}', '--eval_iters=2',
+               '--log_interval=1', *TINY, *args, check=check)
+
+
+def losses(stdout):
+    """{iter: loss} from train.py's log lines."""
+    return {int(i): float(l) for i, l in re.findall(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)}
+
+
+def test_prepare_char_writes_nanogpts_exact_files(char_data):
+    train_ids = np.fromfile(os.path.join(char_data, 'train.bin'), dtype=np.uint16)
+    val_ids = np.fromfile(os.path.join(char_data, 'val.bin'), dtype=np.uint16)
+    assert (len(train_ids), len(val_ids)) == (1_003_854, 111_540)
+    with open(os.path.join(char_data, 'meta.pkl'), 'rb') as f:
+        meta = pickle.load(f)
+    assert list(meta) == ['vocab_size', 'itos', 'stoi'] and meta['vocab_size'] == 65
+    assert ''.join(meta['itos'][i] for i in range(65)) == "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    assert ''.join(meta['itos'][int(i)] for i in train_ids[:14]) == 'First Citizen:'
+    # the bytes of nanoGPT's own output for the canonical input.txt
+    assert sha256(os.path.join(char_data, 'train.bin')) == '6ec305602a99ac2802745a134e1f5e33e2231b4855525b00b9aebb730ac2626f'
+    assert sha256(os.path.join(char_data, 'val.bin')) == 'd37d30cc0c8327c270d493299c3dca54135f6d5f1c9ef60cda78076e311204b1'
+    assert sha256(os.path.join(char_data, 'meta.pkl')) == '6ee5a37533af83b67fcbe6b93705fde9e15e78bafe895f54b2cb2cb32534526c'
+
+
+def test_prepare_offline_without_input_says_where_to_put_the_file(tmp_path):
+    script = tmp_path / 'prepare.py'
+    with open(os.path.join(os.path.dirname(__file__), '..', 'data', 'shakespeare_char', 'prepare.py')) as f:
+        script.write_text(f.read().replace("DATA_URL = 'https://", "DATA_URL = 'http://127.0.0.1:9/"))
+    p = run(str(script), check=False)
+    assert p.returncode != 0 and 'Put the file at' in p.stderr and str(tmp_path / 'input.txt') in p.stderr
+    assert 'Traceback' not in p.stderr
+
+
+def test_checkpoint_has_nanogpts_keys_and_loads_with_weights_only(tmp_path):
+    train(tmp_path, '--max_iters=2', '--eval_interval=2')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config'} <= set(ckpt)
+    assert set(ckpt['model_args']) == {'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout'}
+    assert ckpt['iter_num'] == 2 and ckpt['model_args']['vocab_size'] == 65
+    assert ckpt['config']['dataset'] == 'shakespeare_char' and ckpt['config']['batch_size'] == 4
+    # nanoGPT rebuilds the model as GPT(GPTConfig(**model_args)) and loads the state dict strictly
+    GPT(GPTConfig(**ckpt['model_args'])).load_state_dict(ckpt['model'], strict=True)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    """4 steps, stop, resume for 2 more == 6 steps straight: same losses, same weights, same optimizer state."""
+    straight = train(tmp_path / 'a', '--max_iters=6', '--eval_interval=2')
+    train(tmp_path / 'b', '--max_iters=4', '--eval_interval=2')
+    stopped = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)
+    assert stopped['iter_num'] == 4
+    resumed = train(tmp_path / 'b', '--max_iters=6', '--eval_interval=2', '--init_from=resume')
+    assert 'Resuming training' in resumed.stdout
+    assert losses(resumed.stdout) == {k: v for k, v in losses(straight.stdout).items() if k >= 4}
+    a = torch.load(tmp_path / 'a' / 'ckpt.pt', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)
+    assert b['iter_num'] == 6
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+    for i, state in a['optimizer']['state'].items():
+        for name in ('exp_avg', 'exp_avg_sq', 'step'):
+            assert torch.equal(state[name], b['optimizer']['state'][i][name])
+
+
+def test_gradient_accumulation_steps_see_the_same_data_as_one_big_batch(tmp_path):
+    """2 micro-steps of batch 4 and 1 step of batch 8 draw the same windows: same loss, nearly the same weights."""
+    split = train(tmp_path / 'a', '--max_iters=3', '--eval_interval=3', '--gradient_accumulation_steps=2')
+    whole = train(tmp_path / 'b', '--max_iters=3', '--eval_interval=3', '--batch_size=8')
+    for (i, x), (j, y) in zip(losses(split.stdout).items(), losses(whole.stdout).items()):
+        assert i == j and x == pytest.approx(y, abs=2e-4)
+    a = torch.load(tmp_path / 'a' / 'ckpt.pt', weights_only=True)['model']
+    b = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)['model']
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+    p = train(tmp_path, '--max_iters=3', '--eval_interval=3', '--dtype=bfloat16')
+    assert 'dtype bfloat16' in p.stdout and len(losses(p.stdout)) == 3
+
+
+def test_compile_trains_on_the_cpu(tmp_path):
+    p = train(tmp_path, '--max_iters=3', '--eval_interval=3', '--compile=True')
+    assert 'compiling the model' in p.stdout and len(losses(p.stdout)) == 3
+    assert all(np.isfinite(list(losses(p.stdout).values())))
+
+
+def test_log_lines_show_loss_time_tokens_per_second_and_mfu(tmp_path):
+    p = train(tmp_path, '--max_iters=7', '--eval_interval=7', '--full_eval=True')
+    line = re.findall(r'^iter 6: .*$', p.stdout, re.M)[0]
+    assert re.match(r'iter 6: loss [\d.]+, time [\d.]+ms, tok/s [\d,]+, mfu [\d.]+%', line)
+    assert re.search(r'^full val loss [\d.]+ \(every block of val.bin', p.stdout, re.M)
+
+
+def test_sample_runs_end_to_end_from_a_checkpoint(tmp_path):
+    train(tmp_path, '--max_iters=2', '--eval_interval=2')
+    p = run('sample.py', f'--out_dir={tmp_path}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=20')
+    samples = p.stdout.split('---------------')[:-1]
+    assert len(samples) == 2 and all('\nROMEO:' in s for s in samples) # each sample continues the prompt
+    prompt = tmp_path / 'prompt.txt'
+    prompt.write_text('JULIET:')
+    p = run('sample.py', f'--out_dir={tmp_path}', f'--start=FILE:{prompt}', '--num_samples=1', '--max_new_tokens=5')
+    assert 'JULIET:' in p.stdout
+
+
+def test_sample_loads_a_nanogpt_checkpoint(tmp_path):
+    """nanoGPT's compiled runs save '_orig_mod.' names, old torch adds attn.bias buffers, best_val_loss is a tensor."""
+    cfg = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=False, vocab_size=65, dropout=0.0)
+    model = GPT(GPTConfig(**cfg))
+    state = {'_orig_mod.' + k: v for k, v in model.state_dict().items()}
+    state['_orig_mod.transformer.h.0.attn.bias'] = torch.tril(torch.ones(32, 32)).view(1, 1, 32, 32)
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), 'cpu', fused=False)
+    torch.save({'model': state, 'optimizer': opt.state_dict(), 'model_args': cfg, 'iter_num': 10,
+                'best_val_loss': torch.tensor(2.5), 'config': {'dataset': 'shakespeare_char'}}, tmp_path / 'ckpt.pt')
+    p = run('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=10')
+    assert 'Loading meta from data/shakespeare_char/meta.pkl' in p.stdout
+    resumed = train(tmp_path, '--init_from=resume', '--max_iters=12', '--eval_interval=12', '--bias=False')
+    assert 'iter 11:' in resumed.stdout
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = str(tmp_path / 'ckpt.pt')
+    save_checkpoint({'model': {'w': torch.ones(3)}}, path)
+    def crash(obj, f):
+        f.write(b'half a checkpoint')
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({'model': {'w': torch.zeros(3)}}, path)
+    assert os.listdir(tmp_path) == ['ckpt.pt']
+    assert torch.equal(torch.load(path, weights_only=True)['model']['w'], torch.ones(3))
+
+
+def one_line_error(p):
+    assert p.returncode != 0, p.stdout
+    assert 'Traceback' not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), p.stderr
+    return lines[0]
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    assert 'prepare.py' in one_line_error(train(tmp_path, '--dataset=no_such_data', check=False))
+    assert 'no checkpoint' in one_line_error(train(tmp_path / 'none', '--init_from=resume', check=False))
+    assert 'no checkpoint' in one_line_error(run('sample.py', f'--out_dir={tmp_path / "none"}', check=False))
+    assert 'not divisible' in one_line_error(train(tmp_path, '--n_embd=33', check=False))
+
+    train(tmp_path, '--max_iters=2', '--eval_interval=2')
+    msg = one_line_error(train(tmp_path, '--init_from=resume', '--block_size=64', check=False))
+    assert 'block_size=64' in msg and '32' in msg
+    msg = one_line_error(train(tmp_path, '--init_from=resume', '--n_layer=3', check=False))
+    assert 'n_layer=3' in msg
+
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    ckpt['model_args']['vocab_size'] = 100 # a checkpoint of another vocabulary
+    ckpt['model']['transformer.wte.weight'] = ckpt['model']['lm_head.weight'] = torch.zeros(100, 32)
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    assert 'vocab_size' in one_line_error(train(tmp_path, '--init_from=resume', check=False))
+
+    with open(tmp_path / 'ckpt.pt', 'r+b') as f: # cut the file in half
+        f.truncate(os.path.getsize(tmp_path / 'ckpt.pt') // 2)
+    assert 'truncated or corrupt' in one_line_error(run('sample.py', f'--out_dir={tmp_path}', check=False))
+    assert 'truncated or corrupt' in one_line_error(train(tmp_path, '--init_from=resume', check=False))
+
+
+def test_sample_rejects_bad_settings_with_one_line(tmp_path):
+    train(tmp_path, '--max_iters=2', '--eval_interval=2')
+    s = lambda *a: one_line_error(run('sample.py', f'--out_dir={tmp_path}', '--max_new_tokens=3', *a, check=False))
+    assert 'top_k' in s('--top_k=0')
+    assert 'temperature' in s('--temperature=0.0')
+    assert 'max_new_tokens' in s('--max_new_tokens=-1')
+    assert 'no such file' in s(f'--start=FILE:{tmp_path / "nothing.txt"}')
+    assert "'é'" in s('--start=café') # not in Tiny Shakespeare's 65 characters
