@@ -22,7 +22,6 @@ top_k = 200 # retain only the top_k most likely tokens (a value >= the vocab siz
 seed = 1337
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
-compile = False # use PyTorch 2.0 to compile the model to be faster
 kv_cache = True # False recomputes the whole context for every new token (slow; for checking)
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
@@ -52,8 +51,6 @@ ctx = autocast_context(device, dtype)
 # model
 model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, dropout=0.0)
 model.eval()
-if compile:
-    model = torch.compile(model) # requires PyTorch 2.0 (optional)
 
 # the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
 dataset = checkpoint.get('config', {}).get('dataset')

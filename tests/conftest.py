@@ -16,9 +16,9 @@ TINY = ['--gradient_accumulation_steps=1', '--n_layer=2', '--n_head=2', '--n_emb
         '--dropout=0.0', '--compile=False', '--device=cpu', '--dtype=float32']
 
 
-def run(script, *args, check=True, timeout=300, **kwargs):
+def run(script, *args, check=True, timeout=300, env_extra=None, **kwargs):
     """Run one of the repo's scripts in a subprocess, as a user would; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', WANDB_MODE='offline', OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(env_extra or {}))
     p = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=kwargs.pop('cwd', ROOT),
                        capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
     if check and p.returncode != 0:

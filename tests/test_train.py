@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, run
+from conftest import ROOT, TINY, run
 from model import GPT, GPTConfig, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -191,3 +191,23 @@ def test_sample_rejects_bad_settings_with_one_line(tmp_path):
     assert 'max_new_tokens' in s('--max_new_tokens=-1')
     assert 'no such file' in s(f'--start=FILE:{tmp_path / "nothing.txt"}')
     assert "'é'" in s('--start=café') # not in Tiny Shakespeare's 65 characters
+
+
+def test_wandb_logging_works_offline(tmp_path):
+    p = run('train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path}', '--eval_iters=2', *TINY,
+            '--max_iters=2', '--eval_interval=2', '--wandb_log=True', '--wandb_project=test', cwd=tmp_path,
+            env_extra={'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'})
+    assert list((tmp_path / 'wandb').glob('offline-run-*')), p.stdout
+
+
+def test_ddp_under_torchrun_with_gloo_on_the_cpu(tmp_path):
+    """Two processes, gloo: gradient accumulation is split across ranks and only rank 0 logs and saves."""
+    import subprocess, sys
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+           '--dataset=shakespeare_char', f'--out_dir={tmp_path}', '--eval_iters=2', *TINY,
+           '--gradient_accumulation_steps=2', '--max_iters=3', '--eval_interval=3']
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert '2 process(es)' in p.stdout and p.stdout.count('iter 2: loss') == 1
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 3
