@@ -341,6 +341,50 @@ class GPT(nn.Module):
         model.to(device)
         return model, checkpoint
 
+    @classmethod
+    def from_pretrained(cls, name_or_dir, override_args=None):
+        """
+        GPT-2's weights through Hugging Face transformers: a name from GPT2_SIZES (downloaded once into the
+        Hugging Face cache; offline, HF_HUB_OFFLINE=1 reads that cache) or a local directory written by
+        save_pretrained or export_hf. override_args may only set dropout: the rest is the weights' own shape.
+        Our MLP keeps the exact GELU, as nanoGPT does; GPT-2 was trained with its tanh approximation,
+        which differs by at most ~5e-4 per activation, so logits agree closely but not bit for bit.
+        """
+        override_args = dict(override_args or {})
+        if set(override_args) - {'dropout'}:
+            raise UserError(f"only dropout can be changed when loading GPT-2 weights, not {sorted(set(override_args) - {'dropout'})}")
+        if name_or_dir not in GPT2_SIZES:
+            read_hf_config(name_or_dir) # a clear error for a directory that is not GPT-2, before loading anything big
+        from transformers import GPT2LMHeadModel
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
+        except Exception as e:
+            where = ("online once to download them into the Hugging Face cache, or set init_from to a local directory"
+                     if name_or_dir in GPT2_SIZES else "the directory needs config.json and model.safetensors (or pytorch_model.bin)")
+            raise UserError(f"could not load GPT-2 weights {name_or_dir!r} ({type(e).__name__}: {first_line(e)}): {where}")
+        hf_cfg = hf.config
+        check_hf_gpt2_config(hf_cfg.to_dict(), name_or_dir)
+        print(f"loading weights from pretrained gpt: {name_or_dir} ({hf_cfg.n_layer} layers, {hf_cfg.n_head} heads, {hf_cfg.n_embd} wide)")
+        config = GPTConfig(n_layer=hf_cfg.n_layer, n_head=hf_cfg.n_head, n_embd=hf_cfg.n_embd, block_size=hf_cfg.n_positions,
+                           vocab_size=hf_cfg.vocab_size, bias=True, dropout=override_args.get('dropout', 0.0))
+        model = cls(config)
+        sd_hf = hf.state_dict()
+        if 'lm_head.weight' not in sd_hf: # tied: some versions store it only once
+            sd_hf['lm_head.weight'] = sd_hf['transformer.wte.weight']
+        sd = model.state_dict()
+        unknown = [k for k in sd_hf if k not in sd and not k.endswith(('.attn.bias', '.attn.masked_bias'))] # those two are masks
+        if unknown:
+            raise UserError(f"{name_or_dir} has weights this GPT does not know ({unknown[:3]}): not a plain GPT-2")
+        with torch.no_grad():
+            for k, v in sd.items():
+                if k not in sd_hf:
+                    raise UserError(f"{name_or_dir} has no weight {k}: not a complete GPT-2")
+                src = sd_hf[k]
+                if k.endswith(HF_CONV1D): # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
+                    src = src.t()
+                v.copy_(src) # the state dict's tensors share storage with the parameters
+        return model
+
 def cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
     """nanoGPT's schedule: linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then flat."""
     if it < warmup_iters:
@@ -555,3 +599,202 @@ def device_peak_flops(device, dtype, override=0.0):
     if key not in _CPU_PEAK:
         _CPU_PEAK[key] = measure_matmul_flops(device, dtype)
     return _CPU_PEAK[key]
+
+# -----------------------------------------------------------------------------
+# GPT-2: its tokenizer, uint16 token files, and Hugging Face weights in and out
+
+# the pretrained GPT-2 sizes init_from accepts: (n_layer, n_head, n_embd); all have vocab 50257, block 1024, biases
+GPT2_SIZES = {
+    'gpt2':        (12, 12, 768),  # 124M params
+    'gpt2-medium': (24, 16, 1024), # 350M params
+    'gpt2-large':  (36, 20, 1280), # 774M params
+    'gpt2-xl':     (48, 25, 1600), # 1558M params
+}
+GPT2_EOT = 50256 # <|endoftext|>, the token between documents
+# the weights that Hugging Face's GPT-2 keeps in Conv1D modules, stored transposed relative to nn.Linear
+HF_CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+# where tiktoken fetches GPT-2's BPE files, and their sha256 (tiktoken checks it, and drops a cached file that fails)
+GPT2_BPE_FILES = {
+    'encoder.json': ('https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json',
+                     '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'),
+    'vocab.bpe': ('https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe',
+                  '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'),
+}
+_GPT2_ENCODING = None
+
+def first_line(e):
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else 'no message'
+
+def is_pretrained(init_from):
+    """True for init_from values that name GPT-2 weights: a GPT2_SIZES name or a local directory."""
+    return init_from in GPT2_SIZES or os.path.isdir(init_from)
+
+def gpt2_encoding():
+    """
+    tiktoken's 'gpt2' encoding: the one tokenizer of the prepare scripts, sample.py and evals.
+    tiktoken downloads encoder.json and vocab.bpe once and caches them (in $TIKTOKEN_CACHE_DIR when set).
+    Offline, set GPT2_BPE_DIR to a directory that holds those two files (e.g. ../shared/data/gpt2-bpe):
+    they are checked and copied into a private cache under the names tiktoken looks for, so the
+    directory itself may be read-only and is never written to.
+    """
+    global _GPT2_ENCODING
+    if _GPT2_ENCODING is not None:
+        return _GPT2_ENCODING
+    import tiktoken
+    bpe_dir = os.environ.get('GPT2_BPE_DIR')
+    if not bpe_dir:
+        try:
+            _GPT2_ENCODING = tiktoken.get_encoding('gpt2')
+        except Exception as e:
+            raise UserError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}: {first_line(e)}); offline, "
+                            f"set GPT2_BPE_DIR to a directory holding GPT-2's encoder.json and vocab.bpe "
+                            f"(or TIKTOKEN_CACHE_DIR to a tiktoken cache that has them)")
+        return _GPT2_ENCODING
+    import hashlib, shutil, tempfile
+    cache = tempfile.mkdtemp(prefix='gpt2-bpe-')
+    old = os.environ.get('TIKTOKEN_CACHE_DIR')
+    try:
+        for name, (url, sha256) in GPT2_BPE_FILES.items():
+            path = os.path.join(bpe_dir, name)
+            if not os.path.isfile(path):
+                raise UserError(f"GPT2_BPE_DIR={bpe_dir} has no {name}: the directory must hold GPT-2's encoder.json and vocab.bpe")
+            with open(path, 'rb') as f:
+                data = f.read()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise UserError(f"{path} is not GPT-2's {name} (its sha256 differs): use an unmodified copy")
+            with open(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()), 'wb') as f:
+                f.write(data)
+        os.environ['TIKTOKEN_CACHE_DIR'] = cache
+        _GPT2_ENCODING = tiktoken.get_encoding('gpt2') # reads the files once; tiktoken keeps the encoding
+    finally:
+        # the encoding is in memory now: the private cache and the variable are no longer needed
+        if old is None:
+            os.environ.pop('TIKTOKEN_CACHE_DIR', None)
+        else:
+            os.environ['TIKTOKEN_CACHE_DIR'] = old
+        shutil.rmtree(cache, ignore_errors=True)
+    return _GPT2_ENCODING
+
+def write_token_shards(dset, path, n_shards=1024, desc=None):
+    """
+    Write the 'ids' of every row of a Hugging Face Dataset (that also has each row's 'len') to path as one
+    stream of uint16, through a memmap of the final size filled in n_shards contiguous pieces: memory holds
+    one piece at a time, never the whole split. Written to a temp file first, then renamed. Returns the token count.
+    """
+    import numpy as np
+    from tqdm import tqdm
+    total = int(np.sum(np.asarray(dset['len']), dtype=np.uint64))
+    if total == 0:
+        raise UserError(f"no tokens to write to {path}: the documents are all empty")
+    n_shards = max(1, min(n_shards, len(dset)))
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        arr = np.memmap(tmp, dtype=np.uint16, mode='w+', shape=(total,))
+        pos = 0
+        for i in tqdm(range(n_shards), desc=desc or f'writing {path}'):
+            shard = dset.shard(num_shards=n_shards, index=i, contiguous=True).with_format('numpy')
+            ids = np.concatenate(list(shard['ids']))
+            if ids.size and (ids.max() >= 2**16 or ids.min() < 0):
+                raise UserError(f"token id {int(ids.max())} does not fit in uint16 (0..65535): {path} cannot store it; "
+                                f"use a tokenizer with fewer than 65,536 tokens")
+            arr[pos:pos + len(ids)] = ids
+            pos += len(ids)
+        arr.flush()
+        del arr
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return total
+
+def read_hf_config(path):
+    """The config.json of a local Hugging Face directory, checked to be a GPT-2 this model can load."""
+    if not os.path.isdir(path):
+        raise UserError(f"init_from={path!r} is neither a GPT-2 model ({', '.join(GPT2_SIZES)}) nor a directory "
+                        f"holding a Hugging Face GPT-2 (config.json and weights)")
+    config_path = os.path.join(path, 'config.json')
+    if not os.path.isfile(config_path):
+        hint = (f"; for the train.py checkpoint in it use init_from='resume' with out_dir={path!r}"
+                if os.path.isfile(os.path.join(path, 'ckpt.pt')) else " (write one with save_pretrained or export_hf)")
+        raise UserError(f"{path} has no config.json: it is not a Hugging Face model directory{hint}")
+    import json
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except ValueError as e:
+        raise UserError(f"{config_path} is not valid JSON ({first_line(e)})")
+    check_hf_gpt2_config(config, path)
+    return config
+
+def check_hf_gpt2_config(config, where):
+    """One clear error for a Hugging Face config that our GPT cannot reproduce."""
+    model_type = config.get('model_type')
+    if model_type != 'gpt2':
+        raise UserError(f"{where} holds a {model_type!r} model, not GPT-2: only GPT-2 weights (model_type 'gpt2') can be loaded")
+    unsupported = []
+    if config.get('n_inner') not in (None, 4 * config.get('n_embd', 0)):
+        unsupported.append(f"n_inner={config['n_inner']} (we use 4 * n_embd)")
+    if not str(config.get('activation_function', 'gelu_new')).startswith('gelu'):
+        unsupported.append(f"activation_function={config['activation_function']!r} (we use GELU)")
+    if config.get('layer_norm_epsilon', 1e-5) != 1e-5:
+        unsupported.append(f"layer_norm_epsilon={config['layer_norm_epsilon']} (we use 1e-5)")
+    if config.get('scale_attn_by_inverse_layer_idx') or not config.get('scale_attn_weights', True):
+        unsupported.append("a non-standard attention scaling")
+    if not config.get('tie_word_embeddings', True):
+        unsupported.append("untied input and output embeddings")
+    if unsupported:
+        raise UserError(f"{where} is a GPT-2 variant this model cannot reproduce: {'; '.join(unsupported)}")
+
+def export_hf(model, out_dir, vocab_size=None):
+    """
+    Write a GPT as a Hugging Face GPT-2 directory (config.json + model.safetensors) that
+    transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads, giving the same logits. Returns out_dir.
+    - bias=False models get zero biases, since HF's GPT-2 always has them: the outputs do not change.
+    - A vocab padded from GPT-2's 50257 up to 50304 for speed is cut back to 50257 (give vocab_size to
+      choose); logits[..., :50257] are unchanged.
+    - activation_function is 'gelu', the exact GELU this model computes (HF's GPT-2 default is the tanh approximation).
+    From the shell: python model.py export_hf out-shakespeare hf-shakespeare
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+    cfg = model.config
+    if vocab_size is None:
+        vocab_size = 50257 if cfg.vocab_size == 50304 else cfg.vocab_size
+    if not 0 < vocab_size <= cfg.vocab_size:
+        raise UserError(f"vocab_size={vocab_size} must be in 1..{cfg.vocab_size} (the model's vocab_size)")
+    eot = GPT2_EOT if vocab_size > GPT2_EOT else None # only a GPT-2 vocabulary has <|endoftext|>
+    hf_config = GPT2Config(vocab_size=vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+                           n_head=cfg.n_head, activation_function='gelu', layer_norm_epsilon=1e-5,
+                           resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                           bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True)
+    hf = GPT2LMHeadModel(hf_config)
+    ours = clean_state_dict(model.state_dict())
+    sd = {}
+    for k, v in hf.state_dict().items():
+        if k in ours:
+            src = ours[k].detach().float().cpu()
+            if k.endswith(HF_CONV1D):
+                src = src.t()
+            if k in ('transformer.wte.weight', 'lm_head.weight'):
+                src = src[:vocab_size]
+            sd[k] = src.contiguous()
+        elif k.endswith('.bias') and not cfg.bias:
+            sd[k] = torch.zeros_like(v) # the bias a bias=False model does without
+        else:
+            raise UserError(f"cannot export: Hugging Face's GPT-2 has {k} but this model has no such weight")
+    hf.load_state_dict(sd, strict=True)
+    os.makedirs(out_dir, exist_ok=True)
+    hf.save_pretrained(out_dir)
+    return out_dir
+
+if __name__ == '__main__':
+    # python model.py export_hf CKPT OUT_DIR: CKPT is a ckpt.pt, or the out_dir that holds one
+    exit_on_user_error()
+    if len(sys.argv) != 4 or sys.argv[1] != 'export_hf':
+        sys.exit("usage: python model.py export_hf CKPT OUT_DIR  (CKPT: a ckpt.pt or the out_dir holding one)")
+    src, dst = sys.argv[2], sys.argv[3]
+    if os.path.isdir(src):
+        src = os.path.join(src, 'ckpt.pt')
+    model, _ = GPT.from_checkpoint(src)
+    export_hf(model, dst)
+    print(f"wrote a Hugging Face GPT-2 to {dst}: transformers.GPT2LMHeadModel.from_pretrained({dst!r}), or init_from={dst!r} here")

@@ -9,10 +9,11 @@ import os
 import torch
 
 from configurator import configure
-from model import GPT, UserError, exit_on_user_error, load_meta, resolve_device, resolve_dtype, autocast_context
+from model import (GPT, GPT2_SIZES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained, load_meta, resolve_device,
+                   resolve_dtype, autocast_context)
 
 # -----------------------------------------------------------------------------
-init_from = 'resume' # 'resume': the ckpt.pt in out_dir
+init_from = 'resume' # 'resume' (the ckpt.pt in out_dir), 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
 out_dir = 'out' # ignored if init_from is not 'resume'
 start = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples = 10 # number of samples to draw
@@ -28,8 +29,9 @@ exit_on_user_error() # bad settings and files end in one 'error: ...' line, not 
 configure(globals())
 # -----------------------------------------------------------------------------
 
-if init_from != 'resume':
-    raise UserError(f"init_from={init_from!r} is not supported: use 'resume' (the ckpt.pt in out_dir)")
+if init_from != 'resume' and not is_pretrained(init_from):
+    raise UserError(f"init_from={init_from!r} is not supported: use 'resume' (the ckpt.pt in out_dir), one of "
+                    f"{', '.join(GPT2_SIZES)}, or a directory holding a Hugging Face GPT-2")
 if num_samples <= 0:
     raise UserError(f"num_samples={num_samples} must be > 0")
 if max_new_tokens < 0:
@@ -49,11 +51,16 @@ if torch.device(device).type == 'cuda':
 ctx = autocast_context(device, dtype)
 
 # model
-model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, dropout=0.0)
+if init_from == 'resume':
+    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, dropout=0.0)
+    dataset = checkpoint.get('config', {}).get('dataset')
+else: # GPT-2 weights: GPT-2's tokenizer
+    model = GPT.from_pretrained(init_from, dict(dropout=0.0))
+    model.to(device)
+    dataset = None
 model.eval()
 
 # the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
-dataset = checkpoint.get('config', {}).get('dataset')
 meta = load_meta(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)) if dataset else None
 if meta is not None:
     print(f"Loading meta from data/{dataset}/meta.pkl...")
@@ -70,12 +77,7 @@ if meta is not None:
 else:
     # no meta.pkl: assume GPT-2 encodings by default
     print("No meta.pkl found, assuming GPT-2 encodings...")
-    import tiktoken
-    try:
-        enc = tiktoken.get_encoding("gpt2")
-    except Exception as e:
-        raise UserError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}); offline, set TIKTOKEN_CACHE_DIR "
-                        f"to a directory holding tiktoken's cached encoder.json and vocab.bpe")
+    enc = gpt2_encoding() # offline: GPT2_BPE_DIR, see model.py
     encode = lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})
     decode = lambda l: enc.decode(l)
 

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
 from model import (GPT, GPTConfig, MODEL_ARGS, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
-                   save_checkpoint, resolve_device, resolve_dtype, autocast_context, device_peak_flops)
+                   save_checkpoint, resolve_device, resolve_dtype, autocast_context, device_peak_flops, GPT2_SIZES, is_pretrained)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -37,7 +37,7 @@ log_interval = 1
 eval_iters = 200
 eval_only = False # if True, script exits right after the first eval
 always_save_checkpoint = True # if True, always save a checkpoint after each eval
-init_from = 'scratch' # 'scratch' or 'resume'
+init_from = 'scratch' # 'scratch', 'resume', 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
 full_eval = False # also report the loss over every block of val.bin, after training (or with eval_only)
 # wandb logging
 wandb_log = False # disabled by default
@@ -59,6 +59,7 @@ attn_impl = 'auto' # 'sdpa' (fused kernel), 'math' (matmul-mask-softmax), 'auto'
 # adamw optimizer
 learning_rate = 6e-4 # max learning rate
 max_iters = 600000 # total number of training iterations
+max_seconds = 0.0 # a time budget: stop after this many seconds of training (evals included), the cosine LR decay spread over that time; 0 = off
 weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
@@ -80,8 +81,9 @@ changed = configure(globals())
 config = config_keys(globals()) # the resolved settings, for logging and checkpoints
 # -----------------------------------------------------------------------------
 
-if init_from not in ('scratch', 'resume'):
-    raise UserError(f"init_from={init_from!r} is not supported: use 'scratch' or 'resume'")
+if init_from not in ('scratch', 'resume') and not is_pretrained(init_from):
+    raise UserError(f"init_from={init_from!r} is not supported: use 'scratch', 'resume', one of {', '.join(GPT2_SIZES)}, "
+                    f"or a directory holding a Hugging Face GPT-2")
 for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
     if globals()[name] <= 0:
         raise UserError(f"{name}={globals()[name]} must be > 0")
@@ -157,6 +159,7 @@ def get_batch(split, step, micro_step=0, for_eval=False):
 # init these up here, can override if init_from='resume' (i.e. from a checkpoint)
 iter_num = 0
 best_val_loss = 1e9
+train_seconds = 0.0
 
 # the vocab size comes from the dataset's meta.pkl if it has one (char-level), else GPT-2's, padded
 meta = load_meta(data_dir)
@@ -172,6 +175,21 @@ if init_from == 'scratch':
         print("Initializing a new model from scratch")
     model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
     model = GPT(GPTConfig(**model_args))
+elif init_from != 'resume':
+    if master_process:
+        print(f"Initializing from GPT-2 weights: {init_from}")
+    if meta_vocab_size is not None:
+        raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 weights "
+                        f"need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
+    model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+    # the architecture is the weights'; a setting the user gave that contradicts it is an error
+    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
+        if k in changed and changed[k] != getattr(model.config, k):
+            raise UserError(f"{k}={changed[k]} but the GPT-2 weights {init_from} have {k}={getattr(model.config, k)}: drop --{k}")
+    if block_size > model.config.block_size:
+        raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of {init_from}: "
+                        f"use block_size <= {model.config.block_size}")
+    model_args = {k: getattr(model.config, k) for k in MODEL_ARGS} # so the checkpoint can rebuild it
 else:
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if master_process:
@@ -192,6 +210,7 @@ else:
     model_args['dropout'] = dropout
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss'])
+    train_seconds = float(checkpoint.get('train_seconds', 0.0))
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -255,6 +274,14 @@ def full_val_loss():
     raw_model.train()
     return total / count
 
+def get_lr(it, seconds):
+    """Linear warmup over warmup_iters, then cosine decay to min_lr over lr_decay_iters, or over max_seconds if set."""
+    if not decay_lr:
+        return learning_rate
+    if max_seconds > 0 and it >= warmup_iters: # the same cosine, its position given by the time spent
+        it = warmup_iters + (lr_decay_iters - warmup_iters) * min(seconds / max_seconds, 1.0)
+    return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)
+
 def save(path):
     checkpoint = {
         'model': raw_model.state_dict(),
@@ -263,6 +290,7 @@ def save(path):
         'iter_num': iter_num,
         'best_val_loss': best_val_loss,
         'config': config,
+        'train_seconds': train_seconds, # how far a time-budgeted run is
     }
     if scaler.is_enabled():
         checkpoint['scaler'] = scaler.state_dict()
@@ -276,19 +304,26 @@ if wandb_log and master_process:
 peak = device_peak_flops(device, dtype, peak_flops) if master_process else 0.0
 # training loop
 X, Y = get_batch('train', iter_num, 0) # fetch the very first batch
-t0 = time.time()
+t0 = t_start = time.time()
+seconds_before = train_seconds # training time of the run before it was resumed
 local_iter_num = 0 # number of iterations in the lifetime of this process
 running_mfu = -1.0
 try:
     while True:
 
         # determine and set the learning rate for this iteration
-        lr = cosine_lr(iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr) if decay_lr else learning_rate
+        train_seconds = seconds_before + time.time() - t_start
+        if ddp and max_seconds > 0: # rank 0's clock drives every rank, so that all apply the same LR and stop together
+            clock = torch.tensor(train_seconds, dtype=torch.float64, device=device)
+            torch.distributed.broadcast(clock, 0)
+            train_seconds = clock.item()
+        lr = get_lr(iter_num, train_seconds)
         for param_group in optimizer.param_groups:
             param_group['lr'] = lr
 
         # evaluate the loss on train/val sets and write checkpoints
-        if (iter_num % eval_interval == 0 or iter_num == max_iters) and master_process:
+        last = iter_num >= max_iters or (max_seconds > 0 and train_seconds >= max_seconds)
+        if (iter_num % eval_interval == 0 or last) and master_process:
             losses = estimate_loss()
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if wandb_log:
@@ -299,7 +334,7 @@ try:
                 if iter_num > 0:
                     print(f"saving checkpoint to {out_dir}")
                     save(os.path.join(out_dir, 'ckpt.pt'))
-        if eval_only or iter_num >= max_iters:
+        if eval_only or last:
             break
 
         # forward backward update, with optional gradient accumulation to simulate larger batch size

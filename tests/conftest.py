@@ -26,6 +26,15 @@ def run(script, *args, check=True, timeout=300, env_extra=None, **kwargs):
     return p
 
 
+def one_line_error(p):
+    """The check for bad input: a non-zero exit, no traceback, and exactly one 'error: ...' line. Returns the line."""
+    assert p.returncode != 0, p.stdout
+    assert 'Traceback' not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), p.stderr
+    return lines[0]
+
+
 @pytest.fixture(scope='session')
 def char_data():
     """data/shakespeare_char prepared from the canonical input.txt (copied from ../shared when it is missing)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run
+from conftest import ROOT, TINY, one_line_error, run
 from model import GPT, GPTConfig, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -151,14 +151,6 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
     assert torch.equal(torch.load(path, weights_only=True)['model']['w'], torch.ones(3))
 
 
-def one_line_error(p):
-    assert p.returncode != 0, p.stdout
-    assert 'Traceback' not in p.stderr, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), p.stderr
-    return lines[0]
-
-
 def test_bad_input_gives_one_line_errors(tmp_path):
     assert 'prepare.py' in one_line_error(train(tmp_path, '--dataset=no_such_data', check=False))
     assert 'no checkpoint' in one_line_error(train(tmp_path / 'none', '--init_from=resume', check=False))
@@ -211,3 +203,14 @@ def test_ddp_under_torchrun_with_gloo_on_the_cpu(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert '2 process(es)' in p.stdout and p.stdout.count('iter 2: loss') == 1
     assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 3
+
+
+def test_a_time_budget_ends_the_run_and_resume_counts_the_time_already_spent(tmp_path):
+    p = train(tmp_path, '--max_seconds=3', '--max_iters=100000', '--eval_interval=100000', '--log_interval=1000')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert 3.0 <= ckpt['train_seconds'] < 6.0 and 0 < ckpt['iter_num'] < 100000
+    assert f"step {ckpt['iter_num']}:" in p.stdout # the final eval ran at the last step
+    resumed = train(tmp_path, '--init_from=resume', '--max_seconds=4', '--max_iters=100000', '--eval_interval=100000',
+                    '--log_interval=1000', '--always_save_checkpoint=True')
+    again = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert 4.0 <= again['train_seconds'] < 6.0 and again['iter_num'] > ckpt['iter_num'] # one more second of training

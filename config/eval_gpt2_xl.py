@@ -1,0 +1,7 @@
+# evaluate OpenAI's gpt2-xl on OpenWebText (first: python data/openwebtext/prepare.py):
+# python train.py config/eval_gpt2_xl.py
+batch_size = 8
+eval_iters = 500 # 500 * 8 * 1024 tokens: enough for a stable estimate
+eval_only = True
+wandb_log = False
+init_from = 'gpt2-xl'
