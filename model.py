@@ -12,11 +12,13 @@ References:
 
 import math
 import os
+import pickle
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -476,7 +478,6 @@ def load_meta(data_dir):
     meta_path = os.path.join(data_dir, 'meta.pkl')
     if not os.path.exists(meta_path):
         return None
-    import pickle
     try:
         with open(meta_path, 'rb') as f:
             meta = pickle.load(f)
@@ -497,7 +498,6 @@ def open_tokens(data_dir, split, min_len):
     if size // 2 < min_len:
         raise UserError(f"{path} holds {size // 2:,} tokens but block_size + 1 = {min_len:,} are needed: "
                         f"use a smaller block_size or more data")
-    import numpy as np
     return np.memmap(path, dtype=np.uint16, mode='r')
 
 # -----------------------------------------------------------------------------
@@ -682,7 +682,6 @@ def write_token_shards(dset, path, n_shards=1024, desc=None):
     stream of uint16, through a memmap of the final size filled in n_shards contiguous pieces: memory holds
     one piece at a time, never the whole split. Written to a temp file first, then renamed. Returns the token count.
     """
-    import numpy as np
     from tqdm import tqdm
     total = int(np.sum(np.asarray(dset['len']), dtype=np.uint64))
     if total == 0:

@@ -101,12 +101,12 @@ if ddp:
     device = f'cuda:{ddp_local_rank}' if torch.cuda.is_available() and device in ('auto', 'cuda') else resolve_device(device)
     if device.startswith('cuda'):
         torch.cuda.set_device(device)
+    if gradient_accumulation_steps % ddp_world_size != 0: # checked before joining the group, so no rank waits for it
+        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size {ddp_world_size}")
     # a rank that dies makes the others fail after this timeout instead of hanging forever
     init_process_group(backend=backend, timeout=timedelta(minutes=10))
     master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
     seed_offset = ddp_rank # each process gets a different seed
-    if gradient_accumulation_steps % ddp_world_size != 0:
-        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size {ddp_world_size}")
     gradient_accumulation_steps //= ddp_world_size
 else:
     # if not ddp, we are running on a single gpu, and one process
@@ -120,7 +120,10 @@ tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * bl
 if master_process:
     print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"out_dir={out_dir!r} is not writable: choose another --out_dir")
 torch.manual_seed(seed + seed_offset)
@@ -141,7 +144,7 @@ def get_batch(split, step, micro_step=0, for_eval=False):
     """
     One micro-batch of this rank. The windows of a whole step come from one random stream
     seeded by (seed, split, eval or train, step): every rank and micro-step takes its own slice of them, so
-    ranks never share windows, the data order does not depend on the world size, and a
+    ranks draw disjoint parts of the stream, the data order does not depend on the world size, and a
     resumed run sees the same batches it would have seen without stopping.
     """
     data = splits[split]
@@ -154,6 +157,8 @@ def get_batch(split, step, micro_step=0, for_eval=False):
     if device_type == 'cuda':
         # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
         x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    else:
+        x, y = x.to(device), y.to(device) # a no-op on the CPU
     return x, y
 
 # init these up here, can override if init_from='resume' (i.e. from a checkpoint)

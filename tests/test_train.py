@@ -156,6 +156,8 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     assert 'no checkpoint' in one_line_error(train(tmp_path / 'none', '--init_from=resume', check=False))
     assert 'no checkpoint' in one_line_error(run('sample.py', f'--out_dir={tmp_path / "none"}', check=False))
     assert 'not divisible' in one_line_error(train(tmp_path, '--n_embd=33', check=False))
+    (tmp_path / 'a_file').write_text('')
+    assert 'cannot be created' in one_line_error(train(tmp_path / 'a_file' / 'out', check=False))
 
     train(tmp_path, '--max_iters=2', '--eval_interval=2')
     msg = one_line_error(train(tmp_path, '--init_from=resume', '--block_size=64', check=False))
