@@ -611,6 +611,7 @@ GPT2_SIZES = {
     'gpt2-xl':     (48, 25, 1600), # 1558M params
 }
 GPT2_EOT = 50256 # <|endoftext|>, the token between documents
+MIN_SHARD_TOKENS = 2**20 # write_token_shards' smallest piece (2 MB of uint16)
 # the weights that Hugging Face's GPT-2 keeps in Conv1D modules, stored transposed relative to nn.Linear
 HF_CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 # where tiktoken fetches GPT-2's BPE files, and their sha256 (tiktoken checks it, and drops a cached file that fails)
@@ -676,7 +677,7 @@ def gpt2_encoding():
         shutil.rmtree(cache, ignore_errors=True)
     return _GPT2_ENCODING
 
-def write_token_shards(dset, path, n_shards=1024, desc=None):
+def write_token_shards(dset, path, n_shards=1024, desc=None, min_shard_tokens=MIN_SHARD_TOKENS):
     """
     Write the 'ids' of every row of a Hugging Face Dataset (that also has each row's 'len') to path as one
     stream of uint16, through a memmap of the final size filled in n_shards contiguous pieces: memory holds
@@ -686,7 +687,8 @@ def write_token_shards(dset, path, n_shards=1024, desc=None):
     total = int(np.sum(np.asarray(dset['len']), dtype=np.uint64))
     if total == 0:
         raise UserError(f"no tokens to write to {path}: the documents are all empty")
-    n_shards = max(1, min(n_shards, len(dset)))
+    # no shard smaller than min_shard_tokens: for a small corpus, per-shard overhead would dominate the writing
+    n_shards = max(1, min(n_shards, len(dset), -(-total // min_shard_tokens)))
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         arr = np.memmap(tmp, dtype=np.uint16, mode='w+', shape=(total,))

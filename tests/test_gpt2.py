@@ -189,11 +189,11 @@ def test_token_files_are_written_in_shards_and_refuse_ids_beyond_uint16(tmp_path
     rows = [[1, 2, 3], [4], [5, 6], [65535, 7]]
     dset = Dataset.from_dict({'ids': rows, 'len': [len(r) for r in rows]})
     path = str(tmp_path / 'train.bin')
-    assert write_token_shards(dset, path, n_shards=3) == 8
+    assert write_token_shards(dset, path, n_shards=3, min_shard_tokens=1) == 8
     assert np.fromfile(path, dtype=np.uint16).tolist() == [1, 2, 3, 4, 5, 6, 65535, 7]
     big = Dataset.from_dict({'ids': [[1], [65536]], 'len': [1, 1]})
     with pytest.raises(UserError, match='65536 does not fit in uint16'):
-        write_token_shards(big, str(tmp_path / 'val.bin'), n_shards=2)
+        write_token_shards(big, str(tmp_path / 'val.bin'), n_shards=2, min_shard_tokens=1)
     assert sorted(os.listdir(tmp_path)) == ['train.bin'] # nothing half-written left behind
 
 # -----------------------------------------------------------------------------
