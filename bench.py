@@ -19,7 +19,7 @@ import torch
 
 from configurator import configure
 from model import (GPT, GPTConfig, UserError, exit_on_user_error, open_tokens, load_meta,
-                   resolve_device, resolve_dtype, autocast_context, device_peak_flops)
+                   resolve_device, resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops)
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
@@ -63,12 +63,8 @@ if mode not in ('train', 'sample'):
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type
-if attn_impl == 'auto':
-    attn_impl = 'math' if device_type == 'cpu' else 'sdpa'
+attn_impl = resolve_attn_impl(attn_impl, device)
 torch.manual_seed(seed)
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
 ctx = autocast_context(device, dtype)
 
 def sync():

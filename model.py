@@ -553,10 +553,24 @@ def resolve_dtype(dtype, device):
     return dtype
 
 def autocast_context(device, dtype):
-    """Mixed precision for the forward pass; a no-op context in fp32. It really runs on the CPU too."""
+    """
+    Mixed precision for the forward pass; a no-op context in fp32. It really runs on the CPU too.
+    On CUDA it also lets fp32 matmuls use TF32 tensor cores.
+    """
+    if torch.device(device).type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if dtype == 'float32':
         return nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=PTDTYPE[dtype])
+
+def resolve_attn_impl(attn_impl, device):
+    """'auto' means sdpa (flash attention) on GPUs and 'math' on CPUs, whose SDPA backward is slow."""
+    if attn_impl == 'auto':
+        return 'math' if torch.device(device).type == 'cpu' else 'sdpa'
+    if attn_impl not in ATTN_IMPLS:
+        raise UserError(f"attn_impl={attn_impl!r} is not one of 'auto', {', '.join(map(repr, ATTN_IMPLS))}")
+    return attn_impl
 
 # Dense (no sparsity) peak tensor-core FLOP/s per GPU for bf16/fp16, from the vendors' data sheets.
 GPU_PEAK_FLOPS = {

@@ -46,8 +46,6 @@ dtype = resolve_dtype(dtype, device)
 torch.manual_seed(seed)
 if torch.device(device).type == 'cuda':
     torch.cuda.manual_seed(seed)
-    torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
-    torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
 ctx = autocast_context(device, dtype)
 
 # model

@@ -25,8 +25,9 @@ from torch.distributed import init_process_group, destroy_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
-from model import (GPT, GPTConfig, MODEL_ARGS, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
-                   save_checkpoint, resolve_device, resolve_dtype, autocast_context, device_peak_flops, GPT2_SIZES, is_pretrained)
+from model import (GPT, GPTConfig, MODEL_ARGS, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
+                   save_checkpoint, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
+                   device_peak_flops)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -114,8 +115,7 @@ else:
     device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type
-if attn_impl == 'auto':
-    attn_impl = 'math' if device_type == 'cpu' else 'sdpa'
+attn_impl = resolve_attn_impl(attn_impl, device)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if master_process:
     print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
@@ -127,9 +127,6 @@ if master_process:
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"out_dir={out_dir!r} is not writable: choose another --out_dir")
 torch.manual_seed(seed + seed_offset)
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
-    torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
 ctx = autocast_context(device, dtype)
 
 # data: the token ids stay on disk as memmaps, opened once
