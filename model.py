@@ -35,9 +35,15 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True # biases in Linears and LayerNorms, like GPT-2. False: a bit better and faster
+    gelu_approximate: str = 'none' # 'none': the exact GELU, as nanoGPT; 'tanh': the approximation OpenAI's GPT-2 was trained with
 
 # the keys of GPTConfig, in the order nanoGPT stores them as a checkpoint's 'model_args'
 MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
+# gelu_approximate is kept out of model_args, because nanoGPT's sample.py calls GPTConfig(**model_args) and
+# would fail on a key it does not know. A checkpoint stores it under its own key, and only when it is 'tanh'.
+GELU_KEY = 'gelu_approximate'
+# Hugging Face's names for the two GELUs (gelu_new is GPT-2's: the same tanh formula as PyTorch's approximate='tanh')
+HF_GELUS = {'gelu': 'none', 'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu_fast': 'tanh'}
 
 # How attention is computed. 'sdpa' is PyTorch's fused kernel (flash attention on
 # GPUs). 'math' is the plain matmul-mask-softmax; it computes the same thing and
@@ -124,7 +130,7 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc    = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu    = nn.GELU()
+        self.gelu    = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj  = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -327,6 +333,7 @@ class GPT(nn.Module):
         except (KeyError, TypeError):
             raise CheckpointError(f"{path} has no complete 'model_args' ({', '.join(MODEL_ARGS)}): "
                                   f"it is not a GPT checkpoint from train.py or nanoGPT")
+        model_args[GELU_KEY] = checkpoint.get(GELU_KEY, 'none') # nanoGPT's checkpoints: the exact GELU
         model_args.update(overrides)
         model = cls(GPTConfig(**model_args))
         state_dict = clean_state_dict(checkpoint['model'])
@@ -349,8 +356,8 @@ class GPT(nn.Module):
         GPT-2's weights through Hugging Face transformers: a name from GPT2_SIZES (downloaded once into the
         Hugging Face cache; offline, HF_HUB_OFFLINE=1 reads that cache) or a local directory written by
         save_pretrained or export_hf. override_args may only set dropout: the rest is the weights' own shape.
-        Our MLP keeps the exact GELU, as nanoGPT does; GPT-2 was trained with its tanh approximation,
-        which differs by at most ~5e-4 per activation, so logits agree closely but not bit for bit.
+        The MLP uses the GELU the weights were trained with: GPT-2's tanh approximation (HF's 'gelu_new'),
+        where nanoGPT uses the exact one and so gets logits that differ by ~1e-3.
         """
         override_args = dict(override_args or {})
         if set(override_args) - {'dropout'}:
@@ -368,7 +375,8 @@ class GPT(nn.Module):
         check_hf_gpt2_config(hf_cfg.to_dict(), name_or_dir)
         print(f"loading weights from pretrained gpt: {name_or_dir} ({hf_cfg.n_layer} layers, {hf_cfg.n_head} heads, {hf_cfg.n_embd} wide)")
         config = GPTConfig(n_layer=hf_cfg.n_layer, n_head=hf_cfg.n_head, n_embd=hf_cfg.n_embd, block_size=hf_cfg.n_positions,
-                           vocab_size=hf_cfg.vocab_size, bias=True, dropout=override_args.get('dropout', 0.0))
+                           vocab_size=hf_cfg.vocab_size, bias=True, dropout=override_args.get('dropout', 0.0),
+                           gelu_approximate=HF_GELUS[hf_cfg.activation_function])
         model = cls(config)
         sd_hf = hf.state_dict()
         if 'lm_head.weight' not in sd_hf: # tied: some versions store it only once
@@ -750,8 +758,8 @@ def check_hf_gpt2_config(config, where):
     unsupported = []
     if config.get('n_inner') not in (None, 4 * config.get('n_embd', 0)):
         unsupported.append(f"n_inner={config['n_inner']} (we use 4 * n_embd)")
-    if not str(config.get('activation_function', 'gelu_new')).startswith('gelu'):
-        unsupported.append(f"activation_function={config['activation_function']!r} (we use GELU)")
+    if config.get('activation_function', 'gelu_new') not in HF_GELUS:
+        unsupported.append(f"activation_function={config['activation_function']!r} (we have {', '.join(HF_GELUS)})")
     if config.get('layer_norm_epsilon', 1e-5) != 1e-5:
         unsupported.append(f"layer_norm_epsilon={config['layer_norm_epsilon']} (we use 1e-5)")
     if config.get('scale_attn_by_inverse_layer_idx') or not config.get('scale_attn_weights', True):
@@ -768,7 +776,7 @@ def export_hf(model, out_dir, vocab_size=None):
     - bias=False models get zero biases, since HF's GPT-2 always has them: the outputs do not change.
     - A vocab padded from GPT-2's 50257 up to 50304 for speed is cut back to 50257 (give vocab_size to
       choose); logits[..., :50257] are unchanged.
-    - activation_function is 'gelu', the exact GELU this model computes (HF's GPT-2 default is the tanh approximation).
+    - activation_function is the model's own GELU: 'gelu' (exact) or 'gelu_new' (GPT-2's tanh approximation).
     From the shell: python model.py export_hf out-shakespeare hf-shakespeare
     """
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -779,7 +787,8 @@ def export_hf(model, out_dir, vocab_size=None):
         raise UserError(f"vocab_size={vocab_size} must be in 1..{cfg.vocab_size} (the model's vocab_size)")
     eot = GPT2_EOT if vocab_size > GPT2_EOT else None # only a GPT-2 vocabulary has <|endoftext|>
     hf_config = GPT2Config(vocab_size=vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                           n_head=cfg.n_head, activation_function='gelu', layer_norm_epsilon=1e-5,
+                           n_head=cfg.n_head, layer_norm_epsilon=1e-5,
+                           activation_function='gelu_new' if cfg.gelu_approximate == 'tanh' else 'gelu',
                            resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
                            bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True)
     hf = GPT2LMHeadModel(hf_config)

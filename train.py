@@ -25,7 +25,7 @@ from torch.distributed import init_process_group, destroy_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
-from model import (GPT, GPTConfig, MODEL_ARGS, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
+from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
                    save_checkpoint, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
                    device_peak_flops)
 
@@ -294,6 +294,8 @@ def save(path):
         'config': config,
         'train_seconds': train_seconds, # how far a time-budgeted run is
     }
+    if raw_model.config.gelu_approximate != 'none': # GPT-2 weights: kept beside model_args (see model.GELU_KEY)
+        checkpoint[GELU_KEY] = raw_model.config.gelu_approximate
     if scaler.is_enabled():
         checkpoint['scaler'] = scaler.state_dict()
     save_checkpoint(checkpoint, path)

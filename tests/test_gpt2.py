@@ -207,18 +207,18 @@ def test_from_pretrained_gives_transformers_logits(hf_dir):
     assert (all_logits(model, idx) - hf_logits(hf_dir, idx)).abs().max() < 1e-5
 
 
-def test_from_pretrained_maps_every_weight_exactly(tmp_path):
-    """With the exact GELU and weights big enough to make every layer nonlinear, the logits still agree."""
-    path = tiny_hf(tmp_path, vocab_size=96, scale=5.0, activation_function='gelu')
+@pytest.mark.parametrize('activation, approximate', [('gelu_new', 'tanh'), ('gelu', 'none')])
+def test_from_pretrained_maps_every_weight_and_the_gelu_exactly(tmp_path, activation, approximate):
+    """
+    Weights big enough to make every layer nonlinear, so a wrong GELU would show: GPT-2's own
+    tanh approximation ('gelu_new', what OpenAI's weights were trained with) and the exact one.
+    """
+    path = tiny_hf(tmp_path, vocab_size=96, scale=5.0, activation_function=activation)
     model = GPT.from_pretrained(path, dict(dropout=0.1)).eval()
-    assert model.config.dropout == 0.1
+    assert model.config.dropout == 0.1 and model.config.gelu_approximate == approximate
     idx = torch.randint(0, 96, (2, 64), generator=torch.Generator().manual_seed(1))
     ours, theirs = all_logits(model, idx), hf_logits(path, idx)
     assert theirs.abs().max() > 1 and (ours - theirs).abs().max() < 1e-5
-    # GPT-2's own tanh-approximate GELU: our exact GELU differs, but only slightly
-    path = tiny_hf(tmp_path / 'tanh', vocab_size=96, scale=5.0)
-    diff = (all_logits(GPT.from_pretrained(path).eval(), idx) - hf_logits(path, idx)).abs().max()
-    assert diff < 1e-2
 
 
 def test_from_pretrained_rejects_what_it_cannot_load(tmp_path):
@@ -228,6 +228,9 @@ def test_from_pretrained_rejects_what_it_cannot_load(tmp_path):
         GPT.from_pretrained(str(tmp_path))
     (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'llama', 'hidden_size': 32}))
     with pytest.raises(UserError, match="'llama' model, not GPT-2"):
+        GPT.from_pretrained(str(tmp_path))
+    (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'gpt2', 'activation_function': 'relu'}))
+    with pytest.raises(UserError, match="cannot reproduce: activation_function='relu'"):
         GPT.from_pretrained(str(tmp_path))
     with pytest.raises(UserError, match='only dropout'):
         GPT.from_pretrained('gpt2', dict(n_layer=3))
@@ -254,7 +257,12 @@ def test_finetune_a_hf_gpt2_dir_with_train_py_then_sample(tmp_path, hf_dir, bpe_
     loss = [float(x) for x in re.findall(r'^iter \d+: loss ([\d.]+)', p.stdout, re.M)]
     assert len(loss) == 15 and np.mean(loss[-3:]) < loss[0] - 1.0, loss # from ~ln(50257) = 10.8 it drops fast
     ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    # model_args as nanoGPT has them; GPT-2's tanh GELU is stored beside them and comes back on loading
     assert ckpt['model_args'] == dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=True, vocab_size=50257, dropout=0.0)
+    assert ckpt['gelu_approximate'] == 'tanh'
+    assert GPT.from_checkpoint(str(out / 'ckpt.pt'))[0].config.gelu_approximate == 'tanh'
+    run('model.py', 'export_hf', str(out), str(tmp_path / 'hf'))
+    assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['activation_function'] == 'gelu_new'
     p = run('sample.py', f'--out_dir={out}', '--start=ROMEO:', '--num_samples=1', '--max_new_tokens=8', '--device=cpu')
     assert 'No meta.pkl found' in p.stdout and 'ROMEO:' in p.stdout # shakespeare has no meta.pkl: GPT-2 tokens
     p = run('sample.py', f'--init_from={hf_dir}', '--start=Hello', '--num_samples=1', '--max_new_tokens=8', '--device=cpu')
