@@ -105,25 +105,26 @@ if ddp:
     device = f'cuda:{ddp_local_rank}' if torch.cuda.is_available() and device in ('auto', 'cuda') else resolve_device(device)
     if device.startswith('cuda'):
         torch.cuda.set_device(device)
-    if gradient_accumulation_steps % ddp_world_size != 0: # checked before joining the group, so no rank waits for it
+    if gradient_accumulation_steps % ddp_world_size != 0:
         raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size "
                         f"{ddp_world_size}: use a multiple of {ddp_world_size} (each rank runs an equal share of the micro-steps)")
-    # a rank that dies makes the others fail after this timeout instead of hanging forever
-    init_process_group(backend=backend, timeout=timedelta(minutes=10))
     master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
-    seed_offset = ddp_rank # each process gets a different seed
+    seed_offset = ddp_rank # each process gets different dropout masks
     gradient_accumulation_steps //= ddp_world_size
 else:
     # if not ddp, we are running on a single gpu, and one process
     ddp_rank, master_process, seed_offset, ddp_world_size = 0, True, 0, 1
     device = resolve_device(device)
-    if fsdp:
-        raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
-                        "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
-dtype = resolve_dtype(dtype, device)
-if fsdp and dtype == 'float16':
-    raise UserError("fsdp=True does not support dtype='float16' (its gradient scaler is not shard-aware): "
+if fsdp and not ddp:
+    raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
+                    "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
+if fsdp and (resolve_dtype(dtype, device) if dtype == 'auto' else dtype) == 'float16': # 'auto' gives fp16 on pre-bf16 GPUs
+    raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
                     "use dtype='bfloat16' or 'float32'")
+dtype = resolve_dtype(dtype, device)
+if ddp: # joined only after every check above, so that no rank waits for one that failed a check
+    # a rank that dies makes the others fail after this timeout instead of hanging forever
+    init_process_group(backend=backend, timeout=timedelta(minutes=10))
 device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
