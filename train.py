@@ -404,7 +404,8 @@ try:
             # the mean loss of this step's micro-batches; .item() syncs with the device
             lossf = loss_sum.item()
             if local_iter_num >= 5: # let the training loop settle a bit
-                mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps * ddp_world_size, dt, peak)
+                # this rank's share of the work against one device's peak (gradient_accumulation_steps is per rank here)
+                mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
                 running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
             print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, "
                   f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu*100:.2f}%")
