@@ -225,7 +225,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                # keep only the block's input; its inner activations are recomputed in backward (memory for ~1/3 more compute)
+                # keep only the block's input; its inner activations are recomputed in backward (memory for compute)
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, kv_caches[i] if kv_caches is not None else None)

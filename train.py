@@ -77,7 +77,7 @@ device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'm
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
 compile = True # use PyTorch 2.0 to compile the model to be faster
 fsdp = False # under torchrun: shard weights, gradients and optimizer state across the ranks (FSDP2), for models too big for one device
-grad_checkpointing = False # recompute each block's activations in backward: less memory for ~1/3 more compute
+grad_checkpointing = False # recompute each block's activations in backward: less memory for one more forward pass
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
