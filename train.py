@@ -351,9 +351,9 @@ try:
             losses = estimate_loss()
             if master_process:
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if wandb_log and master_process:
-                wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
-                           "lr": lr, "mfu": running_mfu*100})
+                if wandb_log:
+                    wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
+                               "lr": lr, "mfu": running_mfu*100})
             if losses['val'] < best_val_loss or always_save_checkpoint:
                 best_val_loss = min(best_val_loss, losses['val'])
                 if iter_num > 0:
