@@ -416,6 +416,8 @@ try:
         full = full_val_loss() # every rank takes part
         if master_process:
             print(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")
+    if ddp: # finish together: a gloo rank that tears down its group while rank 0 still saves can abort at exit
+        torch.distributed.barrier()
 finally:
     if ddp:
         destroy_process_group()
