@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, one_line_error, run
-from model import GPT, GPTConfig, step_windows
+from model import GPT, GPTConfig, shard_model, step_windows
 from test_train import losses, train
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -87,6 +87,30 @@ def test_fsdp_trains_like_one_process_and_its_checkpoints_resume_in_either(one_p
     assert evals(last.stdout)[5, 'val'] == pytest.approx(evals(ref_stdout)[5, 'val'], abs=1.5e-4)
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert ckpt['iter_num'] == 5 and max_difference(ckpt, ref) < 1e-6 # observed: 1.9e-9
+
+
+def test_fsdp_computes_in_bf16_and_keeps_fp32_shards(tmp_path):
+    """shard_model's MixedPrecisionPolicy: during forward a block sees bf16 weights; between steps the shards stay fp32."""
+    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
+    try:
+        model = shard_model(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, dropout=0.0)), 'bfloat16')
+        seen = []
+        model.transformer.h[1].mlp.register_forward_hook(lambda m, i, o: seen.append(m.c_fc.weight.dtype))
+        _, loss = model(torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16)))
+        loss.backward()
+        assert seen == [torch.bfloat16] and loss.dtype == torch.float32 # the loss itself is computed in fp32
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        assert {p.grad.dtype for p in model.parameters()} == {torch.float32}
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_fsdp_in_bf16_trains_close_to_fp32(one_process, tmp_path):
+    """2 FSDP ranks in bf16 (bf16 all-gathers over gloo): the losses stay within bf16's reach of one fp32 process."""
+    ref_losses = losses(one_process[0])
+    p = torchrun(tmp_path, *STEPS, '--fsdp=True', '--dtype=bfloat16', '--max_iters=3', '--eval_interval=3')
+    assert 'dtype bfloat16' in p.stdout and len(losses(p.stdout)) == 3
+    assert losses(p.stdout) == pytest.approx({k: ref_losses[k] for k in range(3)}, abs=0.02)
 
 
 def test_a_steps_windows_are_distinct_so_ranks_never_share_one_and_reproducible_from_the_seed():
