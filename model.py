@@ -535,6 +535,11 @@ def _full_options(**kw):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
     return StateDictOptions(full_state_dict=True, **kw)
 
+def _rekey(optim_state, new_key):
+    """An optimizer state dict with each parameter's key k (in 'state' and in 'param_groups') replaced by new_key[k]."""
+    return {'state': {new_key[k]: v for k, v in optim_state['state'].items()},
+            'param_groups': [dict(g, params=[new_key[k] for k in g['params']]) for g in optim_state['param_groups']]}
+
 def full_state_dicts(model, optimizer, sharded):
     """
     The model's and the optimizer's state dicts as one process writes them (optimizer state keyed by the
@@ -548,21 +553,19 @@ def full_state_dicts(model, optimizer, sharded):
     optim_state = get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
     if not optim_state:
         return model_state, optim_state
-    # FSDP's optimizer state is keyed by parameter name; the names in group order are the indices
-    index = {name: i for i, name in enumerate(n for g in optim_state['param_groups'] for n in g['params'])}
-    return model_state, {'state': {index[n]: v for n, v in optim_state['state'].items()},
-                         'param_groups': [dict(g, params=[index[n] for n in g['params']]) for g in optim_state['param_groups']]}
+    # FSDP keys the optimizer state by parameter name; a name's position in the param groups is its index
+    names = [n for g in optim_state['param_groups'] for n in g['params']]
+    return model_state, _rekey(optim_state, {n: i for i, n in enumerate(names)})
 
 def load_optimizer_state(model, optimizer, optim_state, sharded):
-    """Load a single-process optimizer state dict (as full_state_dicts returns), into sharded state where the model is."""
+    """Load a single-process optimizer state dict (as full_state_dicts returns); a sharded model keeps its shard of it."""
     if not sharded:
-        return optimizer.load_state_dict(optim_state)
+        optimizer.load_state_dict(optim_state)
+        return
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
     names = {p: n for n, p in model.named_parameters()}
-    name = [names[p] for g in optimizer.param_groups for p in g['params']] # index -> parameter name
-    by_name = {'state': {name[i]: v for i, v in optim_state['state'].items()},
-               'param_groups': [dict(g, params=[name[i] for i in g['params']]) for g in optim_state['param_groups']]}
-    set_optimizer_state_dict(model, optimizer, by_name, options=_full_options())
+    index_to_name = [names[p] for g in optimizer.param_groups for p in g['params']]
+    set_optimizer_state_dict(model, optimizer, _rekey(optim_state, index_to_name), options=_full_options())
 
 # -----------------------------------------------------------------------------
 # device and precision: one place for train.py, sample.py and bench.py
