@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from torch.nn import functional as F
 
 # -----------------------------------------------------------------------------
@@ -182,6 +183,8 @@ class GPT(nn.Module):
             ln_f = LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # a runtime choice, not part of config: checkpoints stay nanoGPT's
+        self.grad_checkpointing = False # recompute each block's activations in backward instead of storing them
         # weight tying: the output projection is the token embedding
         # https://paperswithcode.com/method/weight-tying
         self.transformer.wte.weight = self.lm_head.weight
@@ -227,7 +230,11 @@ class GPT(nn.Module):
 
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_caches[i] if kv_caches is not None else None)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                # keep only the block's input; its inner activations are recomputed in backward (memory for compute)
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, kv_caches[i] if kv_caches is not None else None)
         x = self.transformer.ln_f(x)
 
         if targets is not None:
@@ -481,6 +488,15 @@ def save_checkpoint(checkpoint, path):
 # -----------------------------------------------------------------------------
 # datasets: data/<name>/{train,val}.bin and, for char-level data, meta.pkl
 
+def step_windows(stream, n_windows, n_positions):
+    """
+    The start positions of one training step's n_windows windows, drawn from n_positions, reproducibly from
+    stream (a list of ints, e.g. [seed, split, step]). Distinct while n_positions allows, so ranks and micro-steps
+    that each take their own slice of them never see the same window twice in one step.
+    """
+    rng = np.random.default_rng(stream)
+    return rng.choice(n_positions, size=n_windows, replace=n_windows > n_positions)
+
 def load_meta(data_dir):
     """The tokenizer metadata ({'vocab_size', 'itos', 'stoi'}) of a dataset, or None if it has none (GPT-2 BPE)."""
     meta_path = os.path.join(data_dir, 'meta.pkl')
@@ -507,6 +523,57 @@ def open_tokens(data_dir, split, min_len):
         raise UserError(f"{path} holds {size // 2:,} tokens but block_size + 1 = {min_len:,} are needed: "
                         f"use a smaller block_size or more data")
     return np.memmap(path, dtype=np.uint16, mode='r')
+
+# -----------------------------------------------------------------------------
+# sharded training (FSDP2) and its checkpoints, which stay in the single-process format
+
+def shard_model(model, dtype):
+    """
+    FSDP2: shard every transformer block and then the rest (embeddings, ln_f, the tied lm_head) across the
+    ranks; each block's full weights exist only while it runs. Computes in dtype, reduces gradients in fp32.
+    fully_shard changes model in place (and moves its shards to the current device) and returns it.
+    """
+    from torch.distributed.fsdp import fully_shard, MixedPrecisionPolicy
+    policy = MixedPrecisionPolicy(param_dtype=PTDTYPE[dtype], reduce_dtype=torch.float32)
+    for block in model.transformer.h:
+        fully_shard(block, mp_policy=policy)
+    return fully_shard(model, mp_policy=policy)
+
+def _full_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, **kw)
+
+def _rekey(optim_state, new_key):
+    """An optimizer state dict with each parameter's key k (in 'state' and in 'param_groups') replaced by new_key[k]."""
+    return {'state': {new_key[k]: v for k, v in optim_state['state'].items()},
+            'param_groups': [dict(g, params=[new_key[k] for k in g['params']]) for g in optim_state['param_groups']]}
+
+def full_state_dicts(model, optimizer, sharded):
+    """
+    The model's and the optimizer's state dicts as one process writes them (optimizer state keyed by the
+    parameter's index, as optimizer.state_dict() does). A sharded model gathers them onto rank 0's CPU: every
+    rank must call this, and ranks other than 0 get ({}, {}).
+    """
+    if not sharded:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    model_state = get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    optim_state = get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
+    if not optim_state:
+        return model_state, optim_state
+    # FSDP keys the optimizer state by parameter name; a name's position in the param groups is its index
+    names = [n for g in optim_state['param_groups'] for n in g['params']]
+    return model_state, _rekey(optim_state, {n: i for i, n in enumerate(names)})
+
+def load_optimizer_state(model, optimizer, optim_state, sharded):
+    """Load a single-process optimizer state dict (as full_state_dicts returns); a sharded model keeps its shard of it."""
+    if not sharded:
+        optimizer.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+    names = {p: n for n, p in model.named_parameters()}
+    index_to_name = [names[p] for g in optimizer.param_groups for p in g['params']]
+    set_optimizer_state_dict(model, optimizer, _rekey(optim_state, index_to_name), options=_full_options())
 
 # -----------------------------------------------------------------------------
 # device and precision: one place for train.py, sample.py and bench.py

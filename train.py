@@ -9,25 +9,26 @@ $ torchrun --standalone --nproc_per_node=4 train.py config/gpt2.py
 
 DDP on 2 nodes of 8 GPUs (run on both, node_rank 0 and 1; IP of the first node):
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
-(Without Infiniband, prepend NCCL_IB_DISABLE=1.)
+(Without Infiniband, prepend NCCL_IB_DISABLE=1.) A model too big for one GPU: add --fsdp=True (README: Multi-GPU).
 
 Every setting below can be overridden by config files and --key=value (see configurator.py);
 python train.py --help lists them.
 """
 
+import math
 import os
 import time
 from datetime import timedelta
 
 import numpy as np
 import torch
-from torch.distributed import init_process_group, destroy_process_group
+from torch.distributed import init_process_group, destroy_process_group, all_reduce
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
 from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
                    save_checkpoint, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
-                   device_peak_flops)
+                   device_peak_flops, step_windows, shard_model, full_state_dicts, load_optimizer_state)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -75,6 +76,8 @@ backend = 'auto' # DDP backend: 'nccl', 'gloo', or 'auto' (nccl on CUDA, gloo ot
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
 compile = True # use PyTorch 2.0 to compile the model to be faster
+fsdp = False # under torchrun: shard weights, gradients and optimizer state across the ranks (FSDP2), for models too big for one device
+grad_checkpointing = False # recompute each block's activations in backward: less memory for one more forward pass
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
@@ -102,18 +105,26 @@ if ddp:
     device = f'cuda:{ddp_local_rank}' if torch.cuda.is_available() and device in ('auto', 'cuda') else resolve_device(device)
     if device.startswith('cuda'):
         torch.cuda.set_device(device)
-    if gradient_accumulation_steps % ddp_world_size != 0: # checked before joining the group, so no rank waits for it
-        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size {ddp_world_size}")
-    # a rank that dies makes the others fail after this timeout instead of hanging forever
-    init_process_group(backend=backend, timeout=timedelta(minutes=10))
+    if gradient_accumulation_steps % ddp_world_size != 0:
+        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size "
+                        f"{ddp_world_size}: use a multiple of {ddp_world_size} (each rank runs an equal share of the micro-steps)")
     master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
-    seed_offset = ddp_rank # each process gets a different seed
+    seed_offset = ddp_rank # each process gets different dropout masks
     gradient_accumulation_steps //= ddp_world_size
 else:
     # if not ddp, we are running on a single gpu, and one process
     ddp_rank, master_process, seed_offset, ddp_world_size = 0, True, 0, 1
     device = resolve_device(device)
+if fsdp and not ddp:
+    raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
+                    "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
+if fsdp and (resolve_dtype(dtype, device) if dtype == 'auto' else dtype) == 'float16': # 'auto' gives fp16 on pre-bf16 GPUs
+    raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
+                    "use dtype='bfloat16' or 'float32'")
 dtype = resolve_dtype(dtype, device)
+if ddp: # joined only after every check above, so that no rank waits for one that failed a check
+    # a rank that dies makes the others fail after this timeout instead of hanging forever
+    init_process_group(backend=backend, timeout=timedelta(minutes=10))
 device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
@@ -126,7 +137,7 @@ if master_process:
         raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"out_dir={out_dir!r} is not writable: choose another --out_dir")
-torch.manual_seed(seed + seed_offset)
+torch.manual_seed(seed) # the same initial weights on every rank (FSDP does not broadcast them as DDP does)
 ctx = autocast_context(device, dtype)
 
 # data: the token ids stay on disk as memmaps, opened once
@@ -145,10 +156,9 @@ def get_batch(split, step, micro_step=0, for_eval=False):
     resumed run sees the same batches it would have seen without stopping.
     """
     data = splits[split]
-    n_micro = gradient_accumulation_steps * ddp_world_size
-    rng = np.random.default_rng([seed, SPLIT_IDS[split], int(for_eval), step])
-    starts = rng.integers(0, len(data) - block_size, size=n_micro * batch_size)
-    k = ddp_rank * gradient_accumulation_steps + micro_step
+    n_micro = 1 if for_eval else gradient_accumulation_steps * ddp_world_size # an eval batch is the same on every rank
+    k = 0 if for_eval else ddp_rank * gradient_accumulation_steps + micro_step
+    starts = step_windows([seed, SPLIT_IDS[split], int(for_eval), step], n_micro * batch_size, len(data) - block_size)
     chunk = torch.from_numpy(data[starts[k * batch_size:(k + 1) * batch_size, None] + offsets].astype(np.int64))
     x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
     if device_type == 'cuda':
@@ -196,7 +206,7 @@ else:
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if master_process:
         print(f"Resuming training from {ckpt_path}")
-    model, checkpoint = GPT.from_checkpoint(ckpt_path, device, dropout=dropout)
+    model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu' if fsdp else device, dropout=dropout) # fsdp: shards go to the device
     ckpt_args = checkpoint['model_args']
     # the architecture is the checkpoint's; a setting the user gave that contradicts it is an error
     for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
@@ -218,7 +228,13 @@ if block_size < model.config.block_size:
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size # so that the checkpoint will have the right value
 model.set_attn_impl(attn_impl)
-model.to(device)
+model.grad_checkpointing = grad_checkpointing
+if fsdp:
+    model = shard_model(model, dtype) # every rank built the same full model on the CPU; each keeps its shard
+else:
+    model.to(device)
+if seed_offset: # dropout masks differ per rank
+    torch.manual_seed(seed + seed_offset)
 
 # initialize a GradScaler. If enabled=False scaler is a no-op
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
@@ -226,7 +242,7 @@ scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 # optimizer
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    load_optimizer_state(model, optimizer, checkpoint['optimizer'], fsdp)
     for group in optimizer.param_groups: # keep this machine's kernel choice, not the writer's
         group['fused'], group['foreach'] = optimizer.defaults['fused'], optimizer.defaults['foreach']
     if checkpoint.get('scaler') and scaler.is_enabled():
@@ -239,42 +255,44 @@ if compile:
     if master_process:
         print("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
-# wrap model into DDP container
-if ddp:
+# wrap model into DDP container (FSDP already wrapped it in place)
+if ddp and not fsdp:
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
 @torch.no_grad()
-def estimate_loss():
-    """Mean loss over eval_iters batches per split; the same batches at every eval, averaged over ranks."""
-    out = {}
-    model.eval()
-    for split in splits:
-        losses = torch.zeros(eval_iters)
-        for k in range(eval_iters):
-            X, Y = get_batch(split, k, for_eval=True)
-            with ctx:
-                _, loss = model(X, Y)
-            losses[k] = loss.item()
-        out[split] = losses.mean().item()
-    model.train()
-    return out
+def mean_loss(net, n, batch):
+    """
+    The loss over batches 0..n-1 (batch(i) gives X, Y), weighted by their rows. Rank r computes batches
+    r, r+W, r+2W, ... and the sums are all-reduced, so every rank gets what one process gets, W times sooner.
+    A rank with one batch fewer runs its last batch again uncounted: FSDP's forward needs every rank.
+    """
+    total = torch.zeros(2, dtype=torch.float64, device=device) # sum of loss * rows, rows
+    net.eval()
+    for i in range(ddp_rank, math.ceil(n / ddp_world_size) * ddp_world_size, ddp_world_size):
+        X, Y = batch(min(i, n - 1))
+        with ctx:
+            _, loss = net(X, Y)
+        if i < n:
+            total += torch.tensor([loss.item() * len(X), len(X)], dtype=torch.float64, device=device)
+    net.train()
+    if ddp:
+        all_reduce(total)
+    return (total[0] / total[1]).item()
 
-@torch.no_grad()
+def estimate_loss():
+    """Mean loss over eval_iters batches per split; the same batches at every eval, whatever the world size."""
+    return {split: mean_loss(model, eval_iters, lambda k: get_batch(split, k, for_eval=True)) for split in splits}
+
 def full_val_loss():
     """The loss over every non-overlapping block of val.bin: the whole split, no sampling noise."""
     data = splits['val']
     n_blocks = (len(data) - 1) // block_size
-    total, count = 0.0, 0
-    raw_model.eval()
-    for b0 in range(0, n_blocks, batch_size):
-        starts = np.arange(b0, min(b0 + batch_size, n_blocks))[:, None] * block_size
+    def batch(i):
+        starts = np.arange(i * batch_size, min((i + 1) * batch_size, n_blocks))[:, None] * block_size
         chunk = torch.from_numpy(data[starts + offsets].astype(np.int64)).to(device)
-        with ctx:
-            _, loss = raw_model(chunk[:, :-1], chunk[:, 1:])
-        total += loss.item() * len(starts)
-        count += len(starts)
-    raw_model.train()
-    return total / count
+        return chunk[:, :-1], chunk[:, 1:]
+    # the uncompiled model: the last, smaller batch would make torch.compile compile again
+    return mean_loss(raw_model, math.ceil(n_blocks / batch_size), batch)
 
 def get_lr(it, seconds):
     """Linear warmup over warmup_iters, then cosine decay to min_lr over lr_decay_iters, or over max_seconds if set."""
@@ -285,9 +303,13 @@ def get_lr(it, seconds):
     return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)
 
 def save(path):
+    """Every rank calls it (FSDP gathers the full state dicts on rank 0); rank 0 writes."""
+    model_state, optimizer_state = full_state_dicts(raw_model, optimizer, fsdp)
+    if not master_process:
+        return
     checkpoint = {
-        'model': raw_model.state_dict(),
-        'optimizer': optimizer.state_dict(),
+        'model': model_state,
+        'optimizer': optimizer_state,
         'model_args': model_args,
         'iter_num': iter_num,
         'best_val_loss': best_val_loss,
@@ -327,16 +349,18 @@ try:
 
         # evaluate the loss on train/val sets and write checkpoints
         last = iter_num >= max_iters or (max_seconds > 0 and train_seconds >= max_seconds)
-        if (iter_num % eval_interval == 0 or last) and master_process:
+        if iter_num % eval_interval == 0 or last: # every rank evaluates its share; all get the same losses
             losses = estimate_loss()
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if wandb_log:
-                wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
-                           "lr": lr, "mfu": running_mfu*100})
+            if master_process:
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                if wandb_log:
+                    wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
+                               "lr": lr, "mfu": running_mfu*100})
             if losses['val'] < best_val_loss or always_save_checkpoint:
                 best_val_loss = min(best_val_loss, losses['val'])
                 if iter_num > 0:
-                    print(f"saving checkpoint to {out_dir}")
+                    if master_process:
+                        print(f"saving checkpoint to {out_dir}")
                     save(os.path.join(out_dir, 'ckpt.pt'))
         if eval_only or last:
             break
@@ -345,8 +369,10 @@ try:
         # and using the GradScaler if data type is float16
         loss_sum = torch.zeros((), device=device)
         for micro_step in range(gradient_accumulation_steps):
-            if ddp:
-                # sync gradients only at the last micro step: the others just accumulate locally
+            # sync gradients only at the last micro step: the others just accumulate locally
+            if fsdp:
+                raw_model.set_requires_gradient_sync(micro_step == gradient_accumulation_steps - 1)
+            elif ddp:
                 model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
             with ctx:
                 logits, loss = model(X, Y)
@@ -373,19 +399,27 @@ try:
         t1 = time.time()
         dt = t1 - t0
         t0 = t1
+        if iter_num % log_interval == 0 and ddp:
+            all_reduce(loss_sum) # the sum of the ranks' means: divided below, the mean over the whole global batch
+            loss_sum /= ddp_world_size
         if iter_num % log_interval == 0 and master_process:
             # the mean loss of this step's micro-batches; .item() syncs with the device
             lossf = loss_sum.item()
             if local_iter_num >= 5: # let the training loop settle a bit
-                mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps * ddp_world_size, dt, peak)
+                # this rank's share of the work against one device's peak (gradient_accumulation_steps is per rank here)
+                mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
                 running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
             print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, "
                   f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu*100:.2f}%")
         iter_num += 1
         local_iter_num += 1
 
-    if master_process and full_eval:
-        print(f"full val loss {full_val_loss():.4f} (every block of val.bin, iter {iter_num})")
+    if full_eval:
+        full = full_val_loss() # every rank takes part
+        if master_process:
+            print(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")
+    if ddp: # finish together: a gloo rank that tears down its group while rank 0 still saves can abort at exit
+        torch.distributed.barrier()
 finally:
     if ddp:
         destroy_process_group()
