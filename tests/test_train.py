@@ -75,6 +75,12 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     a = torch.load(tmp_path / 'a' / 'ckpt.pt', weights_only=True)
     b = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)
     assert b['iter_num'] == 6
+    assert_same_training_state(a, b)
+
+
+def assert_same_training_state(a, b):
+    """Two checkpoints at the same iter with bitwise equal weights and optimizer state."""
+    assert a['iter_num'] == b['iter_num']
     for k in a['model']:
         assert torch.equal(a['model'][k], b['model'][k]), k
     for i, state in a['optimizer']['state'].items():
