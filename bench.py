@@ -60,6 +60,11 @@ configure(globals())
 
 if mode not in ('train', 'sample'):
     raise UserError(f"mode={mode!r} is not one of 'train', 'sample'")
+for name in ('batch_size', 'block_size', 'measure_iters'):
+    if globals()[name] <= 0:
+        raise UserError(f"{name}={globals()[name]} must be > 0")
+if burnin_iters < 0:
+    raise UserError(f"burnin_iters={burnin_iters} must be >= 0")
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type

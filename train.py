@@ -136,17 +136,19 @@ if master_process:
     print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        if init_from != 'resume': # a missing out_dir to resume from is reported when its ckpt.pt is loaded
+            os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
-    try: # really write a file: os.access says yes to root even where writing fails
-        with open(os.path.join(out_dir, f'.write-test.{os.getpid()}'), 'w'):
-            pass
-        os.remove(os.path.join(out_dir, f'.write-test.{os.getpid()}'))
-    except OSError as e:
-        raise UserError(f"out_dir={out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
-    for name in remove_partial_checkpoints(out_dir):
-        print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
+    if os.path.isdir(out_dir):
+        try: # really write a file: os.access says yes to root even where writing fails
+            with open(os.path.join(out_dir, f'.write-test.{os.getpid()}'), 'w'):
+                pass
+            os.remove(os.path.join(out_dir, f'.write-test.{os.getpid()}'))
+        except OSError as e:
+            raise UserError(f"out_dir={out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
+        for name in remove_partial_checkpoints(out_dir):
+            print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
 torch.manual_seed(seed + seed_offset)
 ctx = autocast_context(device, dtype)
 
