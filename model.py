@@ -538,8 +538,26 @@ def save_run_checkpoint(checkpoint, out_dir, best=False, keep_last=0):
             os.remove(os.path.join(out_dir, name))
     return path
 
-def remove_partial_checkpoints(out_dir):
-    """Delete the temp files of saves that a crash cut short (the checkpoints they were replacing are intact). Returns their names."""
+def prepare_out_dir(out_dir, create=True):
+    """
+    Check that out_dir takes files (creating it first if asked), before any training time is spent.
+    Delete the temp files of saves that a crash cut short (the checkpoints they were replacing are
+    intact) and return their names.
+    """
+    try:
+        if create:
+            os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
+    if not os.path.isdir(out_dir):
+        return []
+    probe = os.path.join(out_dir, f'.write-test.{os.getpid()}')
+    try: # really write a file: os.access says yes to root even where writing fails
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"out_dir={out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
     partial = [n for n in os.listdir(out_dir) if TMP_MARK in n and n.split(TMP_MARK)[0].endswith('.pt')]
     for name in partial:
         os.remove(os.path.join(out_dir, name))
@@ -578,6 +596,18 @@ def set_rng_state(state):
     if 'cuda' in state and torch.cuda.is_available():
         for i, s in enumerate(state['cuda'][:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s.cpu(), i)
+
+def restore_rng_state(state, seed, rank=0, iter_num=0):
+    """
+    On resume. A checkpoint holds rank 0's generators only (state; None for nanoGPT's checkpoints): rank 0
+    restores them, so a one-process run continues bit-exact. Under DDP the other ranks reseed from
+    (seed, rank, iter_num): reproducible, though their dropout masks differ from the uninterrupted run's.
+    """
+    if rank == 0:
+        if state is not None:
+            set_rng_state(state)
+    else:
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank, iter_num]).generate_state(1)[0]))
 
 class LossGuard:
     """

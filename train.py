@@ -28,8 +28,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure, config_keys
 from model import (GPT, GPTConfig, MODEL_ARGS, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
                    is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops,
-                   save_run_checkpoint, load_checkpoint, load_optimizer_state, clean_state_dict, remove_partial_checkpoints,
-                   rng_state, set_rng_state, LossGuard, GracefulStop, resume_command)
+                   save_run_checkpoint, load_checkpoint, load_optimizer_state, clean_state_dict, prepare_out_dir,
+                   rng_state, restore_rng_state, LossGuard, GracefulStop, resume_command)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -135,20 +135,9 @@ tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * bl
 if master_process:
     print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    try:
-        if init_from != 'resume': # a missing out_dir to resume from is reported when its ckpt.pt is loaded
-            os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
-    if os.path.isdir(out_dir):
-        try: # really write a file: os.access says yes to root even where writing fails
-            with open(os.path.join(out_dir, f'.write-test.{os.getpid()}'), 'w'):
-                pass
-            os.remove(os.path.join(out_dir, f'.write-test.{os.getpid()}'))
-        except OSError as e:
-            raise UserError(f"out_dir={out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
-        for name in remove_partial_checkpoints(out_dir):
-            print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
+    # a missing out_dir to resume from is reported when its ckpt.pt is loaded
+    for name in prepare_out_dir(out_dir, create=init_from != 'resume'):
+        print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
 torch.manual_seed(seed + seed_offset)
 ctx = autocast_context(device, dtype)
 
@@ -349,12 +338,7 @@ loss_guard = LossGuard(guard_window, guard_zscore)
 if init_from == 'resume': # the random state goes last: everything above may have drawn from it
     if resume_guard is not None:
         loss_guard.load_state_dict(resume_guard)
-    if resume_rng is not None and ddp_rank == 0:
-        set_rng_state(resume_rng)
-    elif ddp:
-        # a checkpoint holds rank 0's generators only: the others reseed from (seed, rank, iter_num), so a resumed
-        # DDP run is reproducible, though its dropout masks on ranks > 0 differ from the uninterrupted run's
-        torch.manual_seed(int(np.random.SeedSequence([seed, ddp_rank, iter_num]).generate_state(1)[0]))
+    restore_rng_state(resume_rng, seed, ddp_rank, iter_num)
 stop = GracefulStop()
 # training loop
 X, Y = get_batch('train', iter_num, 0) # fetch the very first batch

@@ -36,7 +36,7 @@ def test_resume_with_dropout_is_bit_exact_and_can_extend_the_run(tmp_path):
     dropout masks differ, and so do the losses: the state is what makes the resume exact.
     """
     common = ['--eval_interval=4', *DROPOUT]
-    train(tmp_path / 'a', '--max_iters=8', *common)
+    straight = train(tmp_path / 'a', '--max_iters=8', *common)
     train(tmp_path / 'b', '--max_iters=4', *common)
     os.makedirs(tmp_path / 'no_rng')
     stopped = ckpt(tmp_path / 'b' / 'ckpt.pt')
@@ -48,9 +48,7 @@ def test_resume_with_dropout_is_bit_exact_and_can_extend_the_run(tmp_path):
     a, b = ckpt(tmp_path / 'a' / 'ckpt.pt'), ckpt(tmp_path / 'b' / 'ckpt.pt')
     assert len(a['guard']['recent']) == 8 and a['guard']['recent'] == b['guard']['recent']
     assert_same_training_state(a, b)
-    straight = losses(run('train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path / "c"}', '--eval_iters=2',
-                          '--log_interval=1', *TINY, '--max_iters=8', *common).stdout)
-    assert losses(resumed.stdout) == {k: v for k, v in straight.items() if k >= 4}
+    assert losses(resumed.stdout) == {k: v for k, v in losses(straight.stdout).items() if k >= 4}
 
     train(tmp_path / 'no_rng', '--max_iters=8', '--init_from=resume', *common)
     assert ckpt(tmp_path / 'no_rng' / 'ckpt.pt')['guard']['recent'] != a['guard']['recent']
@@ -58,7 +56,7 @@ def test_resume_with_dropout_is_bit_exact_and_can_extend_the_run(tmp_path):
 
 def test_best_checkpoint_survives_worse_evals_and_keep_last_prunes_the_history(tmp_path):
     """ckpt.pt is the latest (always_save_checkpoint), best.pt the best eval, ckpt_<iter>.pt the last keep_last saves."""
-    train(tmp_path, '--max_iters=4', '--eval_interval=2', '--keep_last=2')
+    first = train(tmp_path, '--max_iters=4', '--eval_interval=2', '--keep_last=2')
     # a learning rate far too high: the later evals get worse, and best.pt must not follow them
     p = train(tmp_path, '--init_from=resume', '--max_iters=10', '--eval_interval=2', '--keep_last=2',
               '--learning_rate=0.5', '--decay_lr=False', '--guard=False')
@@ -68,7 +66,6 @@ def test_best_checkpoint_survives_worse_evals_and_keep_last_prunes_the_history(t
     assert files == ['best.pt', 'ckpt.pt', 'ckpt_00000008.pt', 'ckpt_00000010.pt']
     latest, best = ckpt(tmp_path / 'ckpt.pt'), ckpt(tmp_path / 'best.pt')
     assert latest['iter_num'] == 10
-    first = train(tmp_path / 'first', '--max_iters=4', '--eval_interval=2') # the evals of iters 2 and 4 again
     vals.update({int(i): float(v) for i, v in re.findall(r'^step (\d+): .* val loss ([\d.]+)', first.stdout, re.M)})
     assert best['iter_num'] == min((v, i) for i, v in vals.items() if i > 0)[1]
     assert_same_training_state(ckpt(tmp_path / 'ckpt_00000010.pt'), latest)
@@ -231,9 +228,7 @@ def test_a_checkpoint_that_needs_the_unsafe_loader_loads_only_with_the_flag_and_
     state['config']['args'] = argparse.Namespace(lr=1e-3)
     torch.save(state, tmp_path / 'ckpt.pt')
     p = run('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=5', '--unsafe_load=True')
-    assert p.stderr.startswith('warning: loading') and 'unsafe' in p.stderr
-    p = train(tmp_path, '--init_from=resume', '--max_iters=3', '--eval_interval=3', '--unsafe_load=True')
-    assert 'iter 2: loss' in p.stdout and 'warning: loading' in p.stderr
+    assert p.stderr.startswith('warning: loading') and 'unsafe' in p.stderr and p.stdout.endswith('---------------\n') # and it sampled
 
 
 def test_prepare_writes_meta_json_and_it_is_read_before_the_pickle(char_data, tmp_path):
