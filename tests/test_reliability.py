@@ -22,7 +22,8 @@ from test_train import assert_same_training_state, losses, train
 
 pytestmark = pytest.mark.usefixtures('char_data')
 
-DROPOUT = ['--dropout=0.1'] # later in the argument list than TINY's dropout=0.0, so it wins
+# later in the argument list than TINY's dropout=0.0, so it wins; a given peak_flops skips the matmul benchmark at start
+DROPOUT_RUN = ['--dropout=0.1', '--peak_flops=1e12']
 
 
 def ckpt(path):
@@ -35,7 +36,7 @@ def test_resume_with_dropout_is_bit_exact_and_can_extend_the_run(tmp_path):
     them as exact floats), the same weights and optimizer state, bit for bit. Without the saved RNG state the
     dropout masks differ, and so do the losses: the state is what makes the resume exact.
     """
-    common = ['--eval_interval=4', *DROPOUT]
+    common = ['--eval_interval=4', *DROPOUT_RUN]
     straight = train(tmp_path / 'a', '--max_iters=8', *common)
     train(tmp_path / 'b', '--max_iters=4', *common)
     os.makedirs(tmp_path / 'no_rng')
@@ -71,12 +72,12 @@ def test_best_checkpoint_survives_worse_evals_and_keep_last_prunes_the_history(t
     assert_same_training_state(ckpt(tmp_path / 'ckpt_00000010.pt'), latest)
 
 
-def wait_for(condition, timeout=60, what='the condition'):
+def wait_for(condition, timeout=60, what='the condition', poll=0.005):
     deadline = time.time() + timeout
     while not condition():
         if time.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.0005)
+        time.sleep(poll)
 
 
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
@@ -89,8 +90,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     """
     out = tmp_path / 'out'
     args = [sys.executable, os.path.join(ROOT, 'train.py'), '--dataset=shakespeare_char', f'--out_dir={out}',
-            *TINY, *DROPOUT, '--eval_interval=1', '--eval_iters=1', '--log_interval=1', '--keep_last=2',
-            '--peak_flops=1e12'] # a given peak: no matmul benchmark at each start
+            *TINY, *DROPOUT_RUN, '--eval_interval=1', '--eval_iters=1', '--log_interval=1', '--keep_last=2']
     subprocess.run(args + ['--max_iters=2'], check=True, capture_output=True) # a first checkpoint to resume from
     rng = random.Random(1234)
     last_iter, mid_save, resumed = 2, 0, 0
@@ -109,7 +109,8 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
                 saves = rng.randint(1, 3) # the kill hits this save; the ones before it complete
                 wait_for(lambda: p.poll() is not None or log.read_text().count('\nsaved ') >= saves - 1, what='saves')
                 while True:
-                    wait_for(lambda: p.poll() is not None or any('.tmp.' in n for n in os.listdir(out)), what='a save')
+                    wait_for(lambda: p.poll() is not None or any('.tmp.' in n for n in os.listdir(out)), what='a save',
+                             poll=0.0002) # a save of this tiny model lasts a few milliseconds
                     assert p.poll() is None, log.read_text()
                     p.send_signal(signal.SIGSTOP)
                     if any('.tmp.' in n for n in os.listdir(out)): # still saving: kill it now
@@ -143,27 +144,27 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
 def start_training(out_dir, log, *extra):
     with open(log, 'w') as f:
         return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), '--dataset=shakespeare_char',
-                                 f'--out_dir={out_dir}', '--eval_iters=2', '--log_interval=1', *TINY, *DROPOUT, *extra],
+                                 f'--out_dir={out_dir}', '--eval_iters=2', '--log_interval=1', *TINY, *DROPOUT_RUN, *extra],
                                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED='1'))
 
 
 def test_sigterm_finishes_the_step_saves_and_prints_the_exact_resume_command(tmp_path):
     """Preempted mid-run, then resumed with the printed command: bit-exact with the run that was never stopped."""
-    common = ['--max_iters=100', '--eval_interval=100']
+    common = ['--max_iters=60', '--eval_interval=60']
     p = start_training(tmp_path / 'b', tmp_path / 'b.log', *common)
     wait_for(lambda: 'iter 3: loss' in (tmp_path / 'b.log').read_text(), what='training to start')
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=60) == 0
     text = (tmp_path / 'b.log').read_text()
     stopped_at = ckpt(tmp_path / 'b' / 'ckpt.pt')['iter_num']
-    assert 3 < stopped_at < 100 and f'iter {stopped_at - 1}: loss' in text and f'iter {stopped_at}: loss' not in text
+    assert 3 < stopped_at < 60 and f'iter {stopped_at - 1}: loss' in text and f'iter {stopped_at}: loss' not in text
     line = text.strip().splitlines()[-1]
     assert line.startswith(f'stopped on SIGTERM at iter {stopped_at}; resume with: python ')
     command = shlex.split(line.split('resume with: ')[1])
     assert command[-1] == '--init_from=resume'
     resumed = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    train(tmp_path / 'a', *DROPOUT, *common)
+    train(tmp_path / 'a', *DROPOUT_RUN, *common)
     assert_same_training_state(ckpt(tmp_path / 'a' / 'ckpt.pt'), ckpt(tmp_path / 'b' / 'ckpt.pt'))
 
 
