@@ -51,7 +51,8 @@ kv_cache = True # also time generation without the KV cache when True: both are 
 _ignored = dict(out_dir='', eval_interval=0, log_interval=0, eval_iters=0, eval_only=False, always_save_checkpoint=False,
                 init_from='', wandb_log=False, wandb_project='', wandb_run_name='', gradient_accumulation_steps=0,
                 learning_rate=0.0, max_iters=0, weight_decay=0.0, beta1=0.0, beta2=0.0, grad_clip=0.0, decay_lr=False,
-                warmup_iters=0, lr_decay_iters=0, min_lr=0.0, backend='', full_eval=False, max_seconds=0.0)
+                warmup_iters=0, lr_decay_iters=0, min_lr=0.0, backend='', full_eval=False, max_seconds=0.0,
+                keep_last=0, unsafe_load=False, guard=False, guard_window=0, guard_zscore=0.0, guard_max_bad=0, guard_lr_factor=0.0)
 globals().update(_ignored)
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
@@ -60,6 +61,11 @@ configure(globals())
 
 if mode not in ('train', 'sample'):
     raise UserError(f"mode={mode!r} is not one of 'train', 'sample'")
+for name in ('batch_size', 'block_size', 'measure_iters'):
+    if globals()[name] <= 0:
+        raise UserError(f"{name}={globals()[name]} must be > 0")
+if burnin_iters < 0:
+    raise UserError(f"burnin_iters={burnin_iters} must be >= 0")
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type

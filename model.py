@@ -13,6 +13,9 @@ References:
 import math
 import os
 import pickle
+import random
+import re
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -329,12 +332,12 @@ class GPT(nn.Module):
     # checkpoints
 
     @classmethod
-    def from_checkpoint(cls, path, device='cpu', **overrides):
+    def from_checkpoint(cls, path, device='cpu', unsafe=False, **overrides):
         """
         Load a checkpoint written by train.py here or by nanoGPT. Returns (model, checkpoint).
-        overrides (e.g. dropout=0.0) replace entries of the stored model_args.
+        overrides (e.g. dropout=0.0) replace entries of the stored model_args; unsafe: see load_checkpoint.
         """
-        checkpoint = load_checkpoint(path, device)
+        checkpoint = load_checkpoint(path, device, unsafe)
         try:
             model_args = {k: checkpoint['model_args'][k] for k in MODEL_ARGS}
         except (KeyError, TypeError):
@@ -456,15 +459,27 @@ def clean_state_dict(state_dict):
         out[k] = v
     return out
 
-def load_checkpoint(path, device='cpu'):
-    """torch.load with a one-line error for a file that is missing or not a checkpoint."""
+def load_checkpoint(path, device='cpu', unsafe=False):
+    """
+    torch.load with a one-line error for a file that is missing or not a checkpoint.
+    Checkpoints load with weights_only=True: tensors and plain Python values, nothing executable.
+    A (nanoGPT) checkpoint that holds other Python objects is refused unless unsafe=True, which
+    unpickles it in full (that can run code: only for files you trust) and says so on stderr.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}: train one first (python train.py ...) or set out_dir to the run's directory")
     try:
-        # weights_only: a checkpoint is tensors and plain Python values, nothing executable
         checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'Weights only load failed' not in str(e):
+            raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line(e)}")
+        if not unsafe:
+            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain values, and loading it could run code: "
+                                  f"if you trust the file, rerun with --unsafe_load=True")
+        print(f"warning: loading {path} with the unsafe pickle loader (unsafe_load=True): it can run code", file=sys.stderr)
+        checkpoint = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {str(e).splitlines()[0][:200]}")
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line(e)}")
     if not isinstance(checkpoint, dict) or 'model' not in checkpoint:
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry)")
     return checkpoint
@@ -474,16 +489,201 @@ def save_checkpoint(checkpoint, path):
     Write atomically: a temp file in the same directory, fsync, then rename over
     the old one. A crash or Ctrl-C mid-save leaves the previous checkpoint intact.
     """
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"
     try:
         with open(tmp, 'wb') as f:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path)) # make the rename itself durable
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+TMP_MARK = '.tmp.' # a save in progress: <name>.tmp.<pid>; one left behind was cut short by a crash
+BEST_CKPT = 'best.pt'
+HISTORY_CKPT = re.compile(r'^ckpt_(\d+)\.pt$') # the keep_last history: ckpt_<iter>.pt
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path or '.', os.O_RDONLY)
+    except OSError: # not every OS can open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+def _link_atomic(src, dst):
+    """dst becomes the same file as src: a hard link (no copy, instant), or a copy where links are not supported."""
+    tmp = f"{dst}{TMP_MARK}{os.getpid()}"
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
+            shutil.copyfile(src, tmp)
+            with open(tmp, 'rb+') as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        _fsync_dir(os.path.dirname(dst))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+def save_run_checkpoint(checkpoint, out_dir, best=False, keep_last=0):
+    """
+    Write out_dir/ckpt.pt (what init_from='resume' and sample.py read). best=True also makes it
+    out_dir/best.pt, which only a better eval replaces. keep_last > 0 also keeps it as
+    ckpt_<iter>.pt and deletes the older history files beyond the keep_last newest.
+    best.pt and the history are hard links to the file just written: they cost no time or space,
+    and a later os.replace of ckpt.pt leaves them untouched.
+    """
+    path = os.path.join(out_dir, 'ckpt.pt')
+    save_checkpoint(checkpoint, path)
+    if best:
+        _link_atomic(path, os.path.join(out_dir, BEST_CKPT))
+    if keep_last > 0:
+        _link_atomic(path, os.path.join(out_dir, f"ckpt_{checkpoint['iter_num']:08d}.pt"))
+        history = sorted((int(m.group(1)), name) for name in os.listdir(out_dir) if (m := HISTORY_CKPT.match(name)))
+        for _, name in history[:-keep_last]: # only our own numbered files, oldest first, after the new one is safe
+            os.remove(os.path.join(out_dir, name))
+    return path
+
+def prepare_out_dir(out_dir, create=True):
+    """
+    Check that out_dir takes files (creating it first if asked), before any training time is spent.
+    Delete the temp files of saves that a crash cut short (the checkpoints they were replacing are
+    intact) and return their names.
+    """
+    try:
+        if create:
+            os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
+    if not os.path.isdir(out_dir):
+        return []
+    probe = os.path.join(out_dir, f'.write-test.{os.getpid()}')
+    try: # really write a file: os.access says yes to root even where writing fails
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"out_dir={out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
+    partial = [n for n in os.listdir(out_dir) if TMP_MARK in n and n.split(TMP_MARK)[0].endswith('.pt')]
+    for name in partial:
+        os.remove(os.path.join(out_dir, name))
+    return partial
+
+def rng_state():
+    """
+    Every random generator a training step may draw from (dropout uses torch's), as tensors and plain
+    values so that a checkpoint holding them still loads with weights_only=True.
+    """
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        'torch': torch.get_rng_state(),
+        'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
+                  'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'python': {'version': py_state[0], 'internal': list(py_state[1]), 'gauss_next': py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+def set_rng_state(state):
+    """Restore what rng_state() captured, so that a resumed run draws the same dropout masks."""
+    torch.set_rng_state(state['torch'].cpu())
+    n = state['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
+    p = state['python']
+    random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
+    if 'cuda' in state and torch.cuda.is_available():
+        for i, s in enumerate(state['cuda'][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), i)
+
+def restore_rng_state(state, seed, rank=0, iter_num=0):
+    """
+    On resume. A checkpoint holds rank 0's generators only (state; None for nanoGPT's checkpoints): rank 0
+    restores them, so a one-process run continues bit-exact. Under DDP the other ranks reseed from
+    (seed, rank, iter_num): reproducible, though their dropout masks differ from the uninterrupted run's.
+    """
+    if rank == 0:
+        if state is not None:
+            set_rng_state(state)
+    else:
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank, iter_num]).generate_state(1)[0]))
+
+class LossGuard:
+    """
+    Decides whether a training step's update is safe to apply. A step is bad when its loss or its
+    gradient norm is NaN or inf, or when its loss spikes: more than zscore standard deviations above
+    the mean of the last `window` good losses. Bad losses never enter the window, so a burst of
+    spikes cannot raise the bar for itself. Its state goes into checkpoints, so resume is exact.
+    """
+
+    def __init__(self, window, zscore):
+        self.window, self.zscore = window, zscore
+        self.recent = [] # losses of the last good steps
+        self.skipped = 0 # bad steps in the whole run
+        self.bad_streak = 0 # bad steps in a row, up to now
+        self.lr_scale = 1.0 # lowered each time the run is rolled back to a checkpoint
+
+    def check(self, loss, grad_norm=None):
+        """None for a good step, else why it is bad."""
+        reason = None
+        if not math.isfinite(loss):
+            reason = f"loss is {loss}"
+        elif grad_norm is not None and not math.isfinite(grad_norm):
+            reason = f"gradient norm is {grad_norm}"
+        elif len(self.recent) >= self.window:
+            mean = sum(self.recent) / len(self.recent)
+            std = math.sqrt(sum((x - mean) ** 2 for x in self.recent) / len(self.recent))
+            if std > 0 and (loss - mean) / std > self.zscore:
+                reason = f"loss spike: {loss:.4f} is {(loss - mean) / std:.1f} standard deviations above the last {self.window} steps' mean {mean:.4f}"
+        if reason is None:
+            self.bad_streak = 0
+            self.recent = (self.recent + [loss])[-self.window:]
+        else:
+            self.skipped += 1
+            self.bad_streak += 1
+        return reason
+
+    def state_dict(self):
+        return {'recent': list(self.recent), 'skipped': self.skipped, 'bad_streak': self.bad_streak, 'lr_scale': self.lr_scale}
+
+    def load_state_dict(self, state):
+        self.recent = [float(x) for x in state['recent']][-self.window:]
+        self.skipped, self.bad_streak, self.lr_scale = int(state['skipped']), int(state['bad_streak']), float(state['lr_scale'])
+
+class GracefulStop:
+    """
+    The first SIGINT (Ctrl-C) or SIGTERM (what schedulers send before preempting) only sets
+    .signal: the training loop finishes its step, saves and exits. A second one exits at once.
+    """
+
+    def __init__(self):
+        self.signal = None
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            os._exit(128 + signum) # the shell's convention for "killed by signal signum"
+        self.signal = signal.Signals(signum).name
+        # os.write, not print: a handler may interrupt a print in progress
+        os.write(sys.stderr.fileno(), f"{self.signal}: stopping after this step (send it again to quit at once)\n".encode())
+
+def resume_command(argv, world_size=1):
+    """The command line that continues this run: the same arguments with init_from='resume'."""
+    import shlex
+    args = [a for a in argv[1:] if not a.startswith('--init_from=')]
+    launcher = ['python'] if world_size == 1 else ['torchrun', f'--nproc_per_node={world_size}']
+    return shlex.join(launcher + [argv[0], *args, '--init_from=resume'])
 
 # -----------------------------------------------------------------------------
 # datasets: data/<name>/{train,val}.bin and, for char-level data, meta.pkl
@@ -497,18 +697,47 @@ def step_windows(stream, n_windows, n_positions):
     rng = np.random.default_rng(stream)
     return rng.choice(n_positions, size=n_windows, replace=n_windows > n_positions)
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles only builtin containers and values (dict, list, str, int...): those need no class lookup."""
+
+    def find_class(self, module, name):
+        raise UserError(f"it refers to {module}.{name}")
+
 def load_meta(data_dir):
-    """The tokenizer metadata ({'vocab_size', 'itos', 'stoi'}) of a dataset, or None if it has none (GPT-2 BPE)."""
-    meta_path = os.path.join(data_dir, 'meta.pkl')
-    if not os.path.exists(meta_path):
+    """
+    The tokenizer metadata {'vocab_size', 'itos', 'stoi'} of a dataset, or None if it has none (GPT-2 BPE).
+    meta.json is read first; meta.pkl (nanoGPT's format) only when there is no JSON, and only if it
+    is a plain dict of plain values: a pickle that names any class or function is refused unread.
+    """
+    json_path, pkl_path = os.path.join(data_dir, 'meta.json'), os.path.join(data_dir, 'meta.pkl')
+    fix = "run the dataset's prepare.py again"
+    if os.path.exists(json_path):
+        import json
+        try:
+            with open(json_path, encoding='utf-8') as f:
+                raw = json.load(f)
+            itos = dict(enumerate(raw['itos'])) # JSON keeps itos as a list: the token id is the index
+            meta = {'vocab_size': raw['vocab_size'], 'itos': itos, 'stoi': {s: i for i, s in itos.items()}}
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{json_path} is not valid tokenizer metadata ({type(e).__name__}: {first_line(e)}): {fix}")
+        path = json_path
+    elif os.path.exists(pkl_path):
+        try:
+            with open(pkl_path, 'rb') as f:
+                meta = _PlainUnpickler(f).load()
+        except UserError as e:
+            raise UserError(f"{pkl_path} is not a plain dict ({e}), so it is not unpickled: it could run code; {fix}")
+        except Exception as e:
+            raise UserError(f"{pkl_path} is unreadable ({type(e).__name__}): {fix}")
+        path = pkl_path
+    else:
         return None
-    try:
-        with open(meta_path, 'rb') as f:
-            meta = pickle.load(f)
-    except Exception as e:
-        raise UserError(f"{meta_path} is unreadable ({type(e).__name__}): run the dataset's prepare.py again")
     if not isinstance(meta, dict) or not {'vocab_size', 'itos', 'stoi'} <= set(meta):
-        raise UserError(f"{meta_path} is not a dict with vocab_size, itos and stoi: run the dataset's prepare.py again")
+        raise UserError(f"{path} is not a dict with vocab_size, itos and stoi: {fix}")
+    if (not isinstance(meta['vocab_size'], int) or not isinstance(meta['itos'], dict) or not isinstance(meta['stoi'], dict)
+            or not all(isinstance(i, int) and isinstance(s, str) for i, s in meta['itos'].items())
+            or not all(isinstance(s, str) and isinstance(i, int) for s, i in meta['stoi'].items())):
+        raise UserError(f"{path} does not map token ids to strings (vocab_size int, itos {{int: str}}, stoi {{str: int}}): {fix}")
     return meta
 
 def open_tokens(data_dir, split, min_len):
@@ -565,15 +794,28 @@ def full_state_dicts(model, optimizer, sharded):
     names = [n for g in optim_state['param_groups'] for n in g['params']]
     return model_state, _rekey(optim_state, {n: i for i, n in enumerate(names)})
 
-def load_optimizer_state(model, optimizer, optim_state, sharded):
-    """Load a single-process optimizer state dict (as full_state_dicts returns); a sharded model keeps its shard of it."""
+def load_model_state(model, state_dict, sharded=False):
+    """Load a full (single-process) model state dict; a sharded model keeps its shard of it."""
+    if not sharded:
+        model.load_state_dict(state_dict)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+    set_model_state_dict(model, state_dict, options=_full_options())
+
+def load_optimizer_state(model, optimizer, optim_state, sharded=False):
+    """
+    Load a single-process optimizer state dict (as full_state_dicts returns); a sharded model keeps its shard of it.
+    The kernel choice (fused / foreach) stays this machine's, not the writer's.
+    """
     if not sharded:
         optimizer.load_state_dict(optim_state)
-        return
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-    names = {p: n for n, p in model.named_parameters()}
-    index_to_name = [names[p] for g in optimizer.param_groups for p in g['params']]
-    set_optimizer_state_dict(model, optimizer, _rekey(optim_state, index_to_name), options=_full_options())
+    else:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+        names = {p: n for n, p in model.named_parameters()}
+        index_to_name = [names[p] for g in optimizer.param_groups for p in g['params']]
+        set_optimizer_state_dict(model, optimizer, _rekey(optim_state, index_to_name), options=_full_options())
+    for group in optimizer.param_groups:
+        group['fused'], group['foreach'] = optimizer.defaults['fused'], optimizer.defaults['foreach']
 
 # -----------------------------------------------------------------------------
 # device and precision: one place for train.py, sample.py and bench.py

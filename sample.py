@@ -24,6 +24,7 @@ seed = 1337
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
 kv_cache = True # False recomputes the whole context for every new token (slow; for checking)
+unsafe_load = False # True: load a checkpoint that holds more than tensors and plain values (can run code: trusted files only)
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 configure(globals())
@@ -50,7 +51,7 @@ ctx = autocast_context(device, dtype)
 
 # model
 if init_from == 'resume':
-    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, dropout=0.0)
+    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, unsafe=unsafe_load, dropout=0.0)
     dataset = checkpoint.get('config', {}).get('dataset')
 else: # GPT-2 weights: GPT-2's tokenizer
     model = GPT.from_pretrained(init_from, dict(dropout=0.0))

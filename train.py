@@ -17,6 +17,7 @@ python train.py --help lists them.
 
 import math
 import os
+import sys
 import time
 from datetime import timedelta
 
@@ -26,9 +27,11 @@ from torch.distributed import init_process_group, destroy_process_group, all_red
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
-from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
-                   save_checkpoint, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
-                   device_peak_flops, step_windows, shard_model, full_state_dicts, load_optimizer_state)
+from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta,
+                   open_tokens, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
+                   device_peak_flops, step_windows, shard_model, full_state_dicts, load_model_state, load_optimizer_state,
+                   save_run_checkpoint, load_checkpoint, clean_state_dict, prepare_out_dir,
+                   rng_state, restore_rng_state, LossGuard, GracefulStop, resume_command)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -41,6 +44,8 @@ eval_only = False # if True, script exits right after the first eval
 always_save_checkpoint = True # if True, always save a checkpoint after each eval
 init_from = 'scratch' # 'scratch', 'resume', 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
 full_eval = False # also report the loss over every block of val.bin, after training (or with eval_only)
+keep_last = 0 # also keep the last keep_last checkpoints as ckpt_<iter>.pt (ckpt.pt is the latest, best.pt the best eval)
+unsafe_load = False # True: resume from a checkpoint that holds more than tensors and plain values (can run code: trusted files only)
 # wandb logging
 wandb_log = False # disabled by default
 wandb_project = 'owt'
@@ -79,6 +84,12 @@ compile = True # use PyTorch 2.0 to compile the model to be faster
 fsdp = False # under torchrun: shard weights, gradients and optimizer state across the ranks (FSDP2), for models too big for one device
 grad_checkpointing = False # recompute each block's activations in backward: less memory for one more forward pass
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
+# loss-spike and NaN guard: skip an update whose loss or gradient norm is NaN/inf or whose loss spikes
+guard = True # costs one host-device sync per step
+guard_window = 100 # a spike: a loss more than guard_zscore standard deviations above the mean of the last guard_window good steps
+guard_zscore = 6.0
+guard_max_bad = 5 # after this many bad steps in a row: reload out_dir/ckpt.pt and scale the learning rate by guard_lr_factor
+guard_lr_factor = 0.5
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 changed = configure(globals())
@@ -88,9 +99,14 @@ config = config_keys(globals()) # the resolved settings, for logging and checkpo
 if init_from not in ('scratch', 'resume') and not is_pretrained(init_from):
     raise UserError(f"init_from={init_from!r} is not supported: use 'scratch', 'resume', one of {', '.join(GPT2_SIZES)}, "
                     f"or a directory holding a Hugging Face GPT-2")
-for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
+for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters',
+             'guard_window', 'guard_zscore', 'guard_max_bad'):
     if globals()[name] <= 0:
         raise UserError(f"{name}={globals()[name]} must be > 0")
+if keep_last < 0:
+    raise UserError(f"keep_last={keep_last} must be >= 0 (0 keeps no ckpt_<iter>.pt history)")
+if not 0 < guard_lr_factor <= 1:
+    raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: the learning rate is multiplied by it after a rollback")
 
 # various inits, derived attributes, I/O setup
 ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
@@ -131,12 +147,9 @@ tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * bl
 if master_process:
     print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
-    if not os.access(out_dir, os.W_OK):
-        raise UserError(f"out_dir={out_dir!r} is not writable: choose another --out_dir")
+    # a missing out_dir to resume from is reported when its ckpt.pt is loaded
+    for name in prepare_out_dir(out_dir, create=init_from != 'resume'):
+        print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
 torch.manual_seed(seed) # the same initial weights on every rank (FSDP does not broadcast them as DDP does)
 ctx = autocast_context(device, dtype)
 
@@ -206,7 +219,9 @@ else:
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if master_process:
         print(f"Resuming training from {ckpt_path}")
-    model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu' if fsdp else device, dropout=dropout) # fsdp: shards go to the device
+    t_load = time.time()
+    # fsdp: the full model is built on the CPU, and shard_model moves each rank's shard to the device
+    model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu' if fsdp else device, unsafe=unsafe_load, dropout=dropout)
     ckpt_args = checkpoint['model_args']
     # the architecture is the checkpoint's; a setting the user gave that contradicts it is an error
     for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
@@ -223,6 +238,9 @@ else:
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss'])
     train_seconds = float(checkpoint.get('train_seconds', 0.0))
+    resume_rng, resume_guard = checkpoint.get('rng'), checkpoint.get('guard') # absent in nanoGPT's checkpoints
+    if master_process:
+        print(f"loaded the checkpoint of iter {iter_num} in {time.time() - t_load:.2f}s")
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -243,8 +261,6 @@ scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
     load_optimizer_state(model, optimizer, checkpoint['optimizer'], fsdp)
-    for group in optimizer.param_groups: # keep this machine's kernel choice, not the writer's
-        group['fused'], group['foreach'] = optimizer.defaults['fused'], optimizer.defaults['foreach']
     if checkpoint.get('scaler') and scaler.is_enabled():
         scaler.load_state_dict(checkpoint['scaler'])
 checkpoint = None # free up memory
@@ -302,7 +318,7 @@ def get_lr(it, seconds):
         it = warmup_iters + (lr_decay_iters - warmup_iters) * min(seconds / max_seconds, 1.0)
     return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)
 
-def save(path):
+def save(best):
     """Every rank calls it (FSDP gathers the full state dicts on rank 0); rank 0 writes."""
     model_state, optimizer_state = full_state_dicts(raw_model, optimizer, fsdp)
     if not master_process:
@@ -315,12 +331,28 @@ def save(path):
         'best_val_loss': best_val_loss,
         'config': config,
         'train_seconds': train_seconds, # how far a time-budgeted run is
+        'rng': rng_state(), # the dropout masks to come; the data position is iter_num (see get_batch)
+        'guard': loss_guard.state_dict(),
     }
     if raw_model.config.gelu_approximate != 'none': # GPT-2 weights: kept beside model_args (see model.GELU_KEY)
         checkpoint[GELU_KEY] = raw_model.config.gelu_approximate
     if scaler.is_enabled():
         checkpoint['scaler'] = scaler.state_dict()
-    save_checkpoint(checkpoint, path)
+    t = time.time()
+    path = save_run_checkpoint(checkpoint, out_dir, best=best, keep_last=keep_last)
+    print(f"saved {path}{' and ' + os.path.join(out_dir, 'best.pt') if best else ''} in {time.time() - t:.2f}s")
+
+def rollback():
+    """Too many bad steps in a row: back to the last checkpoint's weights and optimizer, with a lower learning rate."""
+    loss_guard.lr_scale *= guard_lr_factor
+    loss_guard.bad_streak = 0
+    path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(path): # nothing saved yet: the lower learning rate is all we can do
+        return "no checkpoint yet, kept the weights"
+    good = load_checkpoint(path, 'cpu' if fsdp else device)
+    load_model_state(raw_model, clean_state_dict(good['model']), fsdp)
+    load_optimizer_state(raw_model, optimizer, good['optimizer'], fsdp)
+    return f"reloaded {path} (iter {good['iter_num']})"
 
 # logging
 if wandb_log and master_process:
@@ -328,12 +360,19 @@ if wandb_log and master_process:
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 peak = device_peak_flops(device, dtype, peak_flops) if master_process else 0.0
+loss_guard = LossGuard(guard_window, guard_zscore)
+if init_from == 'resume': # the random state goes last: everything above may have drawn from it
+    if resume_guard is not None:
+        loss_guard.load_state_dict(resume_guard)
+    restore_rng_state(resume_rng, seed, ddp_rank, iter_num)
+stop = GracefulStop()
 # training loop
 X, Y = get_batch('train', iter_num, 0) # fetch the very first batch
 t0 = t_start = time.time()
 seconds_before = train_seconds # training time of the run before it was resumed
 local_iter_num = 0 # number of iterations in the lifetime of this process
 running_mfu = -1.0
+stop_now = False
 try:
     while True:
 
@@ -343,7 +382,7 @@ try:
             clock = torch.tensor(train_seconds, dtype=torch.float64, device=device)
             torch.distributed.broadcast(clock, 0)
             train_seconds = clock.item()
-        lr = get_lr(iter_num, train_seconds)
+        lr = get_lr(iter_num, train_seconds) * loss_guard.lr_scale
         for param_group in optimizer.param_groups:
             param_group['lr'] = lr
 
@@ -357,11 +396,15 @@ try:
                     wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
                                "lr": lr, "mfu": running_mfu*100})
             if losses['val'] < best_val_loss or always_save_checkpoint:
+                improved = losses['val'] < best_val_loss
                 best_val_loss = min(best_val_loss, losses['val'])
-                if iter_num > 0:
+                if iter_num > 0 and loss_guard.bad_streak > 0: # keep ckpt.pt a state the guard can roll back to
+                    if master_process:
+                        print(f"not saving a checkpoint: {loss_guard.bad_streak} bad step(s) in a row just now")
+                elif iter_num > 0:
                     if master_process:
                         print(f"saving checkpoint to {out_dir}")
-                    save(os.path.join(out_dir, 'ckpt.pt'))
+                    save(best=improved)
         if eval_only or last:
             break
 
@@ -385,12 +428,26 @@ try:
                 X, Y = get_batch('train', iter_num + 1, 0)
             # backward pass, with gradient scaling if training in fp16
             scaler.scale(loss).backward()
-        # clip the gradient
-        if grad_clip != 0.0:
+        # clip the gradient; the guard needs its norm too (max_norm=inf measures it and leaves the gradients as they are)
+        grad_norm = None
+        if grad_clip != 0.0 or guard:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        # step the optimizer and scaler if training in fp16
-        scaler.step(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip != 0.0 else float('inf'))
+        stop_now = stop.signal is not None
+        if ddp: # all ranks must decide alike: the mean loss over ranks, and stop if any rank was signalled
+            shared = torch.stack([loss_sum, torch.tensor(float(stop_now), device=device)])
+            all_reduce(shared)
+            loss_sum, stop_now = shared[0] / ddp_world_size, shared[1].item() > 0
+        # an fp16 overflow (inf gradients) is the GradScaler's to handle: it skips that step itself
+        bad = loss_guard.check(loss_sum.item(), None if scaler.is_enabled() else grad_norm.item()) if guard else None
+        if bad is None:
+            scaler.step(optimizer) # step the optimizer and scaler if training in fp16
+        elif master_process:
+            print(f"iter {iter_num}: skipped the update, {bad} ({loss_guard.skipped} skipped so far)")
+        if bad is not None and loss_guard.bad_streak >= guard_max_bad:
+            what = rollback()
+            if master_process:
+                print(f"iter {iter_num}: {guard_max_bad} bad steps in a row: {what}, learning rate now x{loss_guard.lr_scale:g}")
         scaler.update()
         # flush the gradients as soon as we can, no need for this memory anymore
         optimizer.zero_grad(set_to_none=True)
@@ -399,9 +456,6 @@ try:
         t1 = time.time()
         dt = t1 - t0
         t0 = t1
-        if iter_num % log_interval == 0 and ddp:
-            all_reduce(loss_sum) # the sum of the ranks' means: divided below, the mean over the whole global batch
-            loss_sum /= ddp_world_size
         if iter_num % log_interval == 0 and master_process:
             # the mean loss of this step's micro-batches; .item() syncs with the device
             lossf = loss_sum.item()
@@ -409,12 +463,20 @@ try:
                 # this rank's share of the work against one device's peak (gradient_accumulation_steps is per rank here)
                 mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
                 running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
-            print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, "
-                  f"tok/s {tokens_per_iter / dt:,.0f}, mfu {running_mfu*100:.2f}%")
+            print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, tok/s {tokens_per_iter / dt:,.0f}, "
+                  f"mfu {running_mfu*100:.2f}%" + (f", skipped {loss_guard.skipped}" if guard else ""))
         iter_num += 1
         local_iter_num += 1
 
-    if full_eval:
+        if stop_now: # SIGINT/SIGTERM: this step is done; save it and leave
+            train_seconds = seconds_before + time.time() - t_start
+            save(best=False)
+            if master_process:
+                print(f"stopped on {stop.signal or 'a signal to another rank'} at iter {iter_num}; resume with: "
+                      f"{resume_command(sys.argv, ddp_world_size)}")
+            break
+
+    if full_eval and not stop_now:
         full = full_val_loss() # every rank takes part
         if master_process:
             print(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")

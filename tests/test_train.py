@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, one_line_error, run
+from conftest import TINY, run
 from model import GPT, GPTConfig, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -43,15 +43,6 @@ def test_prepare_char_writes_nanogpts_exact_files(char_data):
     assert sha256(os.path.join(char_data, 'meta.pkl')) == '6ee5a37533af83b67fcbe6b93705fde9e15e78bafe895f54b2cb2cb32534526c'
 
 
-def test_prepare_offline_without_input_says_where_to_put_the_file(tmp_path):
-    script = tmp_path / 'prepare.py'
-    with open(os.path.join(os.path.dirname(__file__), '..', 'data', 'shakespeare_char', 'prepare.py')) as f:
-        script.write_text(f.read().replace("DATA_URL = 'https://", "DATA_URL = 'http://127.0.0.1:9/"))
-    p = run(str(script), check=False)
-    assert p.returncode != 0 and 'Put the file at' in p.stderr and str(tmp_path / 'input.txt') in p.stderr
-    assert 'Traceback' not in p.stderr
-
-
 def test_checkpoint_has_nanogpts_keys_and_loads_with_weights_only(tmp_path):
     train(tmp_path, '--max_iters=2', '--eval_interval=2')
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
@@ -75,6 +66,12 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     a = torch.load(tmp_path / 'a' / 'ckpt.pt', weights_only=True)
     b = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)
     assert b['iter_num'] == 6
+    assert_same_training_state(a, b)
+
+
+def assert_same_training_state(a, b):
+    """Two checkpoints at the same iter with bitwise equal weights and optimizer state."""
+    assert a['iter_num'] == b['iter_num']
     for k in a['model']:
         assert torch.equal(a['model'][k], b['model'][k]), k
     for i, state in a['optimizer']['state'].items():
@@ -149,42 +146,6 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
         save_checkpoint({'model': {'w': torch.zeros(3)}}, path)
     assert os.listdir(tmp_path) == ['ckpt.pt']
     assert torch.equal(torch.load(path, weights_only=True)['model']['w'], torch.ones(3))
-
-
-def test_bad_input_gives_one_line_errors(tmp_path):
-    assert 'prepare.py' in one_line_error(train(tmp_path, '--dataset=no_such_data', check=False))
-    assert 'no checkpoint' in one_line_error(train(tmp_path / 'none', '--init_from=resume', check=False))
-    assert 'no checkpoint' in one_line_error(run('sample.py', f'--out_dir={tmp_path / "none"}', check=False))
-    assert 'not divisible' in one_line_error(train(tmp_path, '--n_embd=33', check=False))
-    (tmp_path / 'a_file').write_text('')
-    assert 'cannot be created' in one_line_error(train(tmp_path / 'a_file' / 'out', check=False))
-
-    train(tmp_path, '--max_iters=2', '--eval_interval=2')
-    msg = one_line_error(train(tmp_path, '--init_from=resume', '--block_size=64', check=False))
-    assert 'block_size=64' in msg and '32' in msg
-    msg = one_line_error(train(tmp_path, '--init_from=resume', '--n_layer=3', check=False))
-    assert 'n_layer=3' in msg
-
-    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
-    ckpt['model_args']['vocab_size'] = 100 # a checkpoint of another vocabulary
-    ckpt['model']['transformer.wte.weight'] = ckpt['model']['lm_head.weight'] = torch.zeros(100, 32)
-    torch.save(ckpt, tmp_path / 'ckpt.pt')
-    assert 'vocab_size' in one_line_error(train(tmp_path, '--init_from=resume', check=False))
-
-    with open(tmp_path / 'ckpt.pt', 'r+b') as f: # cut the file in half
-        f.truncate(os.path.getsize(tmp_path / 'ckpt.pt') // 2)
-    assert 'truncated or corrupt' in one_line_error(run('sample.py', f'--out_dir={tmp_path}', check=False))
-    assert 'truncated or corrupt' in one_line_error(train(tmp_path, '--init_from=resume', check=False))
-
-
-def test_sample_rejects_bad_settings_with_one_line(tmp_path):
-    train(tmp_path, '--max_iters=2', '--eval_interval=2')
-    s = lambda *a: one_line_error(run('sample.py', f'--out_dir={tmp_path}', '--max_new_tokens=3', *a, check=False))
-    assert 'top_k' in s('--top_k=0')
-    assert 'temperature' in s('--temperature=0.0')
-    assert 'max_new_tokens' in s('--max_new_tokens=-1')
-    assert 'no such file' in s(f'--start=FILE:{tmp_path / "nothing.txt"}')
-    assert "'é'" in s('--start=café') # not in Tiny Shakespeare's 65 characters
 
 
 def test_wandb_logging_works_offline(tmp_path):

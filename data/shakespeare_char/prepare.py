@@ -4,8 +4,11 @@ Tiny Shakespeare as characters, for training a character-level GPT.
 Uses input.txt beside this script if it is there, else downloads it. Writes, next to it:
 - train.bin, val.bin: the token ids as raw uint16 (first 90% of the text / last 10%)
 - meta.pkl: {'vocab_size', 'itos', 'stoi'} for encoding and decoding
-All three are byte-identical to nanoGPT's: 65 symbols, 1,003,854 train and 111,540 val tokens.
+- meta.json: the same as JSON, {"vocab_size": 65, "itos": [the symbol of each token id]}: what
+  model.load_meta reads (a pickle can run code when loaded; JSON cannot)
+train.bin, val.bin and meta.pkl are byte-identical to nanoGPT's: 65 symbols, 1,003,854 train and 111,540 val tokens.
 """
+import json
 import os
 import pickle
 import sys
@@ -62,3 +65,4 @@ for split, text in splits.items():
 # the same dict, in the same key order, as nanoGPT pickles
 meta = {'vocab_size': vocab_size, 'itos': itos, 'stoi': stoi}
 write_atomic(os.path.join(here, 'meta.pkl'), pickle.dumps(meta))
+write_atomic(os.path.join(here, 'meta.json'), json.dumps({'vocab_size': vocab_size, 'itos': chars}).encode('utf-8'))

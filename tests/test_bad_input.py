@@ -1,0 +1,166 @@
+"""
+Bad input, one table: each row runs a script as a user would, with one mistake. Every row must end with a
+non-zero exit, exactly one stderr line 'error: ...' that names the problem (the row's expected words) and
+the fix, no traceback, and not a single file of the user's created, changed or removed.
+"""
+import hashlib
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CHAR_DIR, ROOT, TINY, one_line_error, run
+
+pytestmark = pytest.mark.usefixtures('char_data')
+
+
+def snapshot(*roots):
+    """Every directory and file under roots, with each file's sha256."""
+    state = {}
+    for root in roots:
+        for dirpath, _, filenames in os.walk(root):
+            state[dirpath] = 'dir'
+            for name in filenames:
+                with open(os.path.join(dirpath, name), 'rb') as f:
+                    state[os.path.join(dirpath, name)] = hashlib.sha256(f.read()).hexdigest()
+    return state
+
+
+def write_tokens(directory, n_train, n_val=1000, odd=False):
+    os.makedirs(directory)
+    rng = np.random.default_rng(0)
+    rng.integers(0, 65, n_train, dtype=np.uint16).tofile(os.path.join(directory, 'train.bin'))
+    rng.integers(0, 65, n_val, dtype=np.uint16).tofile(os.path.join(directory, 'val.bin'))
+    if odd: # a copy cut short by one byte
+        with open(os.path.join(directory, 'train.bin'), 'r+b') as f:
+            f.truncate(2 * n_train - 1)
+
+
+class RunsCode:
+    """A pickle that, if unpickled, would create the directory PWNED: a stand-in for any code a pickle may run."""
+    def __init__(self, where):
+        self.where = where
+
+    def __reduce__(self):
+        return (os.mkdir, (os.path.join(self.where, 'PWNED'),))
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """A user's directory: a trained run, broken checkpoints and datasets, prompts, a copy of a prepare script."""
+    w = tmp_path_factory.mktemp('user')
+    train_args = ['--dataset=shakespeare_char', '--eval_iters=1', *TINY, '--max_iters=2', '--eval_interval=2']
+    run('train.py', f'--out_dir={w / "out"}', *train_args)
+    good = torch.load(w / 'out' / 'ckpt.pt', weights_only=True)
+
+    other_vocab = dict(good, model_args=dict(good['model_args'], vocab_size=100),
+                       model=dict(good['model'], **{k: torch.zeros(100, 32) for k in ('transformer.wte.weight', 'lm_head.weight')}))
+    os.makedirs(w / 'vocab100')
+    torch.save(other_vocab, w / 'vocab100' / 'ckpt.pt')
+    os.makedirs(w / 'garbage')
+    (w / 'garbage' / 'ckpt.pt').write_bytes(b'this is not a checkpoint' * 100)
+    os.makedirs(w / 'truncated')
+    data = (w / 'out' / 'ckpt.pt').read_bytes()
+    (w / 'truncated' / 'ckpt.pt').write_bytes(data[:len(data) // 2])
+    os.makedirs(w / 'unsafe') # e.g. an old nanoGPT run whose config held a Python object
+    import argparse
+    torch.save(dict(good, config=dict(good['config'], args=argparse.Namespace(lr=1.0))), w / 'unsafe' / 'ckpt.pt')
+
+    write_tokens(w / 'short', n_train=20) # fewer than block_size + 1 = 33 tokens
+    write_tokens(w / 'odd', n_train=1000, odd=True)
+    write_tokens(w / 'evil_pickle', n_train=1000)
+    with open(w / 'evil_pickle' / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 65, 'itos': RunsCode(str(w)), 'stoi': {}}, f)
+    write_tokens(w / 'bad_json', n_train=1000)
+    (w / 'bad_json' / 'meta.json').write_text('{"vocab_size": 65, "itos": ')
+
+    os.makedirs(w / 'scratch_out') # the out_dir of the runs from scratch: it exists, as a failed run must not create it
+    (w / 'a_file').write_text('not a directory')
+    os.makedirs(w / 'readonly')
+    os.chmod(w / 'readonly', 0o555)
+    (w / 'failing_config.py').write_text('batch_size = 1 // 0\n')
+    prepare = os.path.join(ROOT, 'data', 'shakespeare_char', 'prepare.py')
+    os.makedirs(w / 'prep_empty')
+    shutil.copy(prepare, w / 'prep_empty' / 'prepare.py')
+    (w / 'prep_empty' / 'input.txt').write_text('')
+    os.makedirs(w / 'prep_offline') # no input.txt, and a download that cannot succeed
+    with open(prepare) as f:
+        (w / 'prep_offline' / 'prepare.py').write_text(f.read().replace("DATA_URL = 'https://", "DATA_URL = 'http://127.0.0.1:9/"))
+    return w
+
+
+# as root, chmod does not stop writing: a directory of the read-only sysfs does
+READONLY = '/sys/kernel' if os.geteuid() == 0 else '{w}/readonly'
+TRAIN = ['--dataset=shakespeare_char', '--eval_iters=1', *TINY, '--max_iters=1', '--out_dir={w}/scratch_out']
+RESUME = [*TRAIN[:-1], '--init_from=resume', '--max_iters=3']
+SAMPLE = ['--out_dir={w}/out', '--device=cpu', '--num_samples=1', '--max_new_tokens=3']
+BENCH = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=2', '--device=cpu',
+         '--burnin_iters=1', '--measure_iters=1']
+
+CASES = [
+    # configurator.py, through each script
+    ('unknown key', 'train.py', [*TRAIN, '--n_layers=2'], "unknown config key 'n_layers'"),
+    ('wrong type', 'train.py', [*TRAIN, '--batch_size=big'], 'batch_size expects int'),
+    ('key without value', 'train.py', [*TRAIN, '--max_iters'], '--key=value'),
+    ('missing config file', 'train.py', ['config/no_such_config.py', *TRAIN], 'config file config/no_such_config.py not found'),
+    ('config file that fails', 'train.py', ['{w}/failing_config.py', *TRAIN], 'ZeroDivisionError'),
+    ('sample: unknown key', 'sample.py', [*SAMPLE, '--top_p=0.9'], "unknown config key 'top_p'"),
+    ('bench: wrong type', 'bench.py', [*BENCH, '--compile=yes'], 'compile expects bool'),
+    # train.py: sizes and settings
+    ('batch_size=0', 'train.py', [*TRAIN, '--batch_size=0'], 'batch_size=0 must be > 0'),
+    ('block_size=0', 'train.py', [*TRAIN, '--block_size=0'], 'block_size=0 must be > 0'),
+    ('negative n_layer', 'train.py', [*TRAIN, '--n_layer=-2'], 'n_layer=-2 must be a positive integer'),
+    ('n_embd % n_head', 'train.py', [*TRAIN, '--n_embd=33'], 'not divisible by n_head'),
+    ('dropout=1', 'train.py', [*TRAIN, '--dropout=1.0'], 'dropout=1.0 must be in [0, 1)'),
+    ('keep_last<0', 'train.py', [*TRAIN, '--keep_last=-1'], 'keep_last=-1 must be >= 0'),
+    ('guard_lr_factor>1', 'train.py', [*TRAIN, '--guard_lr_factor=2.0'], 'guard_lr_factor=2.0 must be in (0, 1]'),
+    ('unknown init_from', 'train.py', [*TRAIN, '--init_from=gpt3'], "init_from='gpt3' is not supported"),
+    ('unknown device', 'train.py', [*TRAIN, '--device=tpu'], "device='tpu'"),
+    # train.py: data
+    ('missing dataset', 'train.py', [*TRAIN, '--dataset=no_such_data'], 'prepare'),
+    ('train.bin too short', 'train.py', [*TRAIN, '--dataset={w}/short'], 'block_size + 1 = 33 are needed'),
+    ('odd-sized .bin', 'train.py', [*TRAIN, '--dataset={w}/odd'], 'odd number of bytes'),
+    ('meta.pkl that runs code', 'train.py', [*TRAIN, '--dataset={w}/evil_pickle'], 'is not a plain dict (it refers to'),
+    ('broken meta.json', 'train.py', [*TRAIN, '--dataset={w}/bad_json'], 'meta.json is not valid tokenizer metadata'),
+    # train.py: out_dir and checkpoints
+    ('out_dir not writable', 'train.py', [*TRAIN, f'--out_dir={READONLY}'], 'is not writable'),
+    ('out_dir under a file', 'train.py', [*TRAIN, '--out_dir={w}/a_file/out'], 'cannot be created'),
+    ('resume: no checkpoint', 'train.py', [*RESUME, '--out_dir={w}/nothing'], 'no checkpoint at'),
+    ('resume: other vocab', 'train.py', [*RESUME, '--out_dir={w}/vocab100'], 'has vocab_size 65 but the checkpoint'),
+    ('resume: garbage ckpt.pt', 'train.py', [*RESUME, '--out_dir={w}/garbage'], 'truncated or corrupt'),
+    ('resume: truncated ckpt.pt', 'train.py', [*RESUME, '--out_dir={w}/truncated'], 'truncated or corrupt'),
+    ('resume: larger block_size', 'train.py', [*RESUME, '--out_dir={w}/out', '--block_size=64'], 'block_size=64 is larger'),
+    ('resume: other n_layer', 'train.py', [*RESUME, '--out_dir={w}/out', '--n_layer=3'], 'n_layer=3 but the checkpoint'),
+    ('resume: needs unsafe pickle', 'train.py', [*RESUME, '--out_dir={w}/unsafe'], 'rerun with --unsafe_load=True'),
+    # sample.py
+    ('sample: start=FILE: nothing', 'sample.py', [*SAMPLE, '--start=FILE:{w}/no_prompt.txt'], 'no such file'),
+    ('sample: top_k=0', 'sample.py', [*SAMPLE, '--top_k=0'], 'top_k=0 must be > 0'),
+    ('sample: temperature=0', 'sample.py', [*SAMPLE, '--temperature=0.0'], 'temperature=0.0 must be > 0'),
+    ('sample: max_new_tokens<0', 'sample.py', [*SAMPLE, '--max_new_tokens=-1'], 'max_new_tokens=-1 must be >= 0'),
+    ('sample: prompt outside vocab', 'sample.py', [*SAMPLE, '--start=café'], "not in the model's vocabulary: 'é'"),
+    ('sample: no checkpoint', 'sample.py', [*SAMPLE, '--out_dir={w}/nothing'], 'no checkpoint at'),
+    ('sample: truncated ckpt.pt', 'sample.py', [*SAMPLE, '--out_dir={w}/truncated'], 'truncated or corrupt'),
+    ('sample: other vocab', 'sample.py', [*SAMPLE, '--out_dir={w}/vocab100'], 'has vocab_size 65 but the model has 100'),
+    # bench.py
+    ('bench: unknown device', 'bench.py', [*BENCH, '--device=tpu'], "device='tpu'"),
+    ('bench: unknown mode', 'bench.py', [*BENCH, '--mode=fly'], "mode='fly'"),
+    ('bench: fp16 on the CPU', 'bench.py', [*BENCH, '--dtype=float16'], 'float16'),
+    ('bench: missing dataset', 'bench.py', [*BENCH, '--real_data=True', '--dataset=nothing_here'], 'prepare.py'),
+    ('bench: batch_size=0', 'bench.py', [*BENCH, '--batch_size=0'], 'batch_size=0 must be > 0'),
+    # prepare scripts
+    ('prepare: empty input.txt', '{w}/prep_empty/prepare.py', [], 'input.txt is empty'),
+    ('prepare: offline, no input.txt', '{w}/prep_offline/prepare.py', [], 'Put the file at {w}/prep_offline/input.txt'),
+]
+
+
+@pytest.mark.parametrize('script, args, expected', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_no_file(world, script, args, expected):
+    fill = lambda s: s.replace('{w}', str(world))
+    before = snapshot(world, CHAR_DIR)
+    p = run(fill(script), *map(fill, args), check=False, timeout=120)
+    line = one_line_error(p)
+    assert fill(expected) in line, line
+    assert snapshot(world, CHAR_DIR) == before
