@@ -1,7 +1,7 @@
-"""bench.py times training and sampling on any device and ends with one parsable summary line."""
-import re
+"""bench.py times training and sampling on any device against a plain baseline, and ends with one parsable summary line."""
+import torch
 
-from conftest import run
+from conftest import run, one_line_error
 
 SMALL = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=2',
          '--burnin_iters=1', '--measure_iters=2', '--device=cpu']
@@ -12,15 +12,30 @@ def summary(stdout):
     return dict(kv.split('=', 1) for kv in line[len('bench: '):].split())
 
 
-def test_train_mode_reports_ms_per_iter_tokens_per_s_and_mfu():
-    s = summary(run('bench.py', *SMALL, '--dtype=float32').stdout)
-    assert s['mode'] == 'train' and s['dtype'] == 'float32'
+def test_train_mode_reports_ms_per_iter_tokens_per_s_mfu_and_the_speedup_over_the_baseline():
+    s = summary(run('bench.py', *SMALL, '--dtype=bfloat16').stdout)
+    assert s['mode'] == 'train' and s['dtype'] == 'bfloat16'
     assert float(s['ms_per_iter']) > 0 and float(s['tokens_per_s']) > 0 and 0 < float(s['mfu']) < 100
+    # the same invocation timed the plain fp32 run: the speed-up is the ratio of the two step times
+    ratio = float(s['baseline_ms_per_iter']) / float(s['ms_per_iter'])
+    assert float(s['speedup']) == round(ratio, 2)
 
 
-def test_sample_mode_times_generation_with_and_without_the_kv_cache():
-    s = summary(run('bench.py', *SMALL, '--mode=sample', '--max_new_tokens=40').stdout)
-    assert float(s['tokens_per_s_kv_cache']) > 0 and float(s['tokens_per_s_no_cache']) > 0
+def test_baseline_false_times_only_the_fast_settings():
+    s = summary(run('bench.py', *SMALL, '--baseline=False').stdout)
+    assert 'baseline_ms_per_iter' not in s and 'speedup' not in s and float(s['tokens_per_s']) > 0
+
+
+def test_sample_mode_times_generation_against_the_no_cache_fp32_baseline():
+    s = summary(run('bench.py', *SMALL, '--mode=sample', '--max_new_tokens=40', '--overflow=slide').stdout)
+    assert s['kv_cache'] == 'True' and s['overflow'] == 'slide'
+    assert float(s['tokens_per_s']) > 0 and float(s['baseline_tokens_per_s']) > 0
+    assert float(s['speedup']) == round(float(s['tokens_per_s']) / float(s['baseline_tokens_per_s']), 2)
+
+
+def test_real_data_reads_the_prepared_dataset(char_data):
+    s = summary(run('bench.py', *SMALL, '--real_data=True', '--baseline=False').stdout)
+    assert float(s['tokens_per_s']) > 0
 
 
 def test_a_training_config_file_can_be_benchmarked():
@@ -28,9 +43,15 @@ def test_a_training_config_file_can_be_benchmarked():
     assert s['batch_size'] == '2' and s['block_size'] == '32'
 
 
-def test_bad_bench_settings_are_one_line_errors():
-    for args, words in [(['--device=tpu'], "device='tpu'"), (['--mode=fly'], 'mode'),
-                        (['--dtype=float16'], 'float16'), (['--real_data=True', '--dataset=nothing_here'], 'prepare.py')]:
-        p = run('bench.py', *SMALL, *args, check=False)
-        assert p.returncode != 0 and 'Traceback' not in p.stderr
-        assert len(p.stderr.strip().splitlines()) == 1 and words in p.stderr, p.stderr
+def test_bad_bench_settings_are_one_line_errors_that_name_the_fix():
+    for args, words in [(['--device=tpu'], "device='tpu'"),           # a device torch does not know
+                        *([(['--device=cuda'], "use device='auto' or 'cpu'")] # a device this machine lacks
+                          if not torch.cuda.is_available() else []),
+                        (['--mode=fly'], "'train', 'sample'"),
+                        (['--dtype=float16'], "use 'bfloat16' or 'float32'"), # a dtype the CPU cannot train in
+                        (['--dtype=float8'], "'bfloat16'"),
+                        (['--real_data=True', '--dataset=nothing_here'], 'prepare.py'), # no prepared dataset
+                        (['--overflow=wrap'], "'recompute', 'slide'"),
+                        (['--measure_iters=0'], 'measure_iters=0 must be > 0')]:
+        line = one_line_error(run('bench.py', *SMALL, *args, check=False))
+        assert words in line, (args, line)
