@@ -33,9 +33,12 @@ run at ~350-380 GFLOP/s, fp32 at ~170; the README has the measured tables):
 - Checked, already fine: under CPU autocast softmax, GELU and LayerNorm already run in bf16 (only the
   cross-entropy is fp32, on a small (tokens x 65) tensor); threads: torch uses one per core (2), and
   1 thread was slower for both training and sampling.
-- Did not help: torch.compile (the CPU config: 150 vs 123 ms/step, plus ~40 s of compiling): the step is
-  matmul-bound and inductor's CPU matmuls are the same oneDNN/MKL kernels; fusing the elementwise ops saves
-  only what they cost (~20% at most) and its generated backward was slower than eager here.
+- Did not help: torch.compile (default mode). Measured on the CPU config in bf16: 136 ms/step compiled vs 124
+  eager, after ~45 s of compiling. Why, from the profile of the compiled step: the matmuls stay the same
+  oneDNN/MKL extern kernels (mm+bmm ~93 ms/step compiled vs ~79 eager), and inductor's fused C++ kernels for
+  everything else take ~34 ms/step, about what eager's separate elementwise ops cost (~40 ms). The step is
+  matmul-bound, so fusing the rest can save at most that ~30%, and here it saved nothing.
+  mode='max-autotune' was not tried (minutes of autotuning per shape on 2 cores).
 - Sampling, batch 1: per token the model is 25 matrix-vector products plus ~150 small ops, so it is bound
   by per-call overhead, not FLOPs. Measured: F.linear in bf16 re-packs its weight for oneDNN on every call
   (2.0-2.2 ms per token for the 24 linears; pre-packed once, PackedLinear: 0.75-0.9 ms); a bf16 batched
