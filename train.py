@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure, config_keys
 from model import (GPT, GPTConfig, MODEL_ARGS, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta, open_tokens,
                    save_checkpoint, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
-                   device_peak_flops)
+                   device_peak_flops, keep_freed_memory)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -128,6 +128,8 @@ if master_process:
         raise UserError(f"out_dir={out_dir!r} is not writable: choose another --out_dir")
 torch.manual_seed(seed + seed_offset)
 ctx = autocast_context(device, dtype)
+if device_type == 'cpu':
+    keep_freed_memory() # no page faults for the same activations every step (see model.py)
 
 # data: the token ids stay on disk as memmaps, opened once
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
