@@ -1,15 +1,51 @@
 """
-Time training steps or sampling of a GPT, on whatever device this machine has.
+Time training steps or sampling of a GPT, on whatever device this machine has, against a plain
+nanoGPT-style baseline timed in the same run.
 
 $ python bench.py                                   # the shakespeare-char model shape, batch 8, random tokens
 $ python bench.py config/shakespeare_char_cpu.py    # the model shape and batch of a training config
 $ python bench.py --dtype=float32 --attn_impl=sdpa  # one setting changed
-$ python bench.py --mode=sample --max_new_tokens=500 # generation, with and without the KV cache
-$ python bench.py --profile=True                     # a torch profiler trace and the top ops
+$ python bench.py --mode=sample --batch_size=1 --max_new_tokens=2000 --overflow=slide # generation
+$ python bench.py --profile=True                     # a torch profiler trace and the per-op table
+$ python bench.py --baseline=False                   # only the fast settings
 
-The last line is a summary that scripts can parse: 'bench: key=value key=value ...'.
+With baseline=True (the default) the same model (same seed, same data) is first timed the way nanoGPT
+runs on a CPU: fp32, F.scaled_dot_product_attention, the for-each (unfused) AdamW, glibc's default
+allocator behaviour, and for sampling no KV cache. Then the settings asked for are timed, and the
+speed-up is printed. The last line is a summary that scripts can parse: 'bench: key=value key=value ...'.
 Keys that a training config sets but a benchmark does not need (out_dir, learning-rate schedule...)
 are accepted and ignored, so that any config file can be benchmarked.
+
+In mode='sample' each variant generates one untimed short warm-up, then max_new_tokens timed
+tokens (burnin_iters and measure_iters count training steps only).
+
+Where the time goes, and what was tried (2 cores of an AMD EPYC with AVX512-BF16 and no AMX: bf16 matmuls
+run at ~350-380 GFLOP/s, fp32 at ~170; the README has the measured tables):
+- Training, 6 layers/384 wide, block 256, batch 8, bf16 (profile=True): the linear layers' matmuls (aten::mm)
+  are ~65-70% of a step and already run at ~355 GFLOP/s, the machine's bf16 peak; attention's bmm/baddbmm
+  another ~10%. So the matmul-bound floor here is ~420 ms/step (~4,900 tokens/s), not the ~49 ms that AMX
+  would allow. The rest, per step: weight casts of autocast (copy_, ~25 ms), GELU forward+backward (~15-30 ms),
+  softmax forward+backward (~10-18 ms), LayerNorm (~10 ms), fused AdamW (~8 ms), split/cat of q,k,v (~4 ms).
+- Helped: bf16 autocast (matmuls 2.1x faster than fp32); the 'math' attention (baddbmm with the causal mask
+  and scale folded in; SDPA's CPU backward is slower); fused AdamW (one kernel instead of many small ops);
+  keep_freed_memory (glibc otherwise unmaps and page-faults the large activations in again every step:
+  530 -> 465 ms/step on the 6-layer model, no change on the CPU config whose tensors are small).
+- Checked, already fine: under CPU autocast softmax, GELU and LayerNorm already run in bf16 (only the
+  cross-entropy is fp32, on a small (tokens x 65) tensor); threads: torch uses one per core (2), and
+  1 thread was slower for both training and sampling.
+- Did not help: torch.compile (default mode). Measured on the CPU config in bf16: 136 ms/step compiled vs 124
+  eager, after ~45 s of compiling. Why, from the profile of the compiled step: the matmuls stay the same
+  oneDNN/MKL extern kernels (mm+bmm ~93 ms/step compiled vs ~79 eager), and inductor's fused C++ kernels for
+  everything else take ~34 ms/step, about what eager's separate elementwise ops cost (~40 ms). The step is
+  matmul-bound, so fusing the rest can save at most that ~30%, and here it saved nothing.
+  mode='max-autotune' was not tried (minutes of autotuning per shape on 2 cores).
+- Sampling, batch 1: per token the model is 25 matrix-vector products plus ~150 small ops, so it is bound
+  by per-call overhead, not FLOPs. Measured: F.linear in bf16 re-packs its weight for oneDNN on every call
+  (2.0-2.2 ms per token for the 24 linears; pre-packed once, PackedLinear: 0.75-0.9 ms); a bf16 batched
+  matmul with a key length it has not seen builds a new oneDNN kernel (~0.7 ms per call, and the key length
+  grows every token), so the KV cache stays fp32 on CPUs (~14 us); autocast casting fp32 weights for each
+  op was slower than a bf16 copy of the weights; past block_size, nanoGPT's exact cropping re-runs the whole
+  block for every token, which overflow='slide' avoids (see GPT.generate for the trade-off).
 """
 import os
 import time
@@ -18,11 +54,13 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import (GPT, GPTConfig, UserError, exit_on_user_error, open_tokens, load_meta,
-                   resolve_device, resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops)
+from model import (GPT, GPTConfig, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens, load_meta, resolve_device,
+                   resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops, keep_freed_memory,
+                   prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
+baseline = True # first time the same model the plain nanoGPT way (fp32, SDPA, unfused AdamW, no KV cache) and print speed-ups
 batch_size = 8
 block_size = 256
 n_layer = 6
@@ -39,14 +77,15 @@ dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'f
 compile = False # torch.compile the model
 attn_impl = 'auto' # 'sdpa', 'math', or 'auto' (sdpa on GPUs, math on CPUs)
 fused_adamw = True # the fused AdamW kernel (False: the default for-each implementation)
-burnin_iters = 3 # untimed steps first: allocation, autotuning, compilation
-measure_iters = 10 # timed steps
-profile = False # run the torch profiler over the timed steps and write a trace to bench_trace.json
+burnin_iters = 3 # untimed training steps first: allocation, autotuning, compilation
+measure_iters = 10 # timed training steps
+profile = False # run the torch profiler over the timed steps (or the generation) and write bench_trace.json
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
 # sampling (mode='sample')
 prompt_len = 1 # tokens in the prompt
 max_new_tokens = 500
-kv_cache = True # also time generation without the KV cache when True: both are reported
+kv_cache = True # the fast run decodes with the KV cache (False: the whole context again for every token)
+overflow = 'recompute' # past block_size: 'recompute' (exact, nanoGPT's output) or 'slide' (fast), see GPT.generate
 # accepted so that training configs can be passed in, unused here
 _ignored = dict(out_dir='', eval_interval=0, log_interval=0, eval_iters=0, eval_only=False, always_save_checkpoint=False,
                 init_from='', wandb_log=False, wandb_project='', wandb_run_name='', gradient_accumulation_steps=0,
@@ -61,16 +100,17 @@ configure(globals())
 
 if mode not in ('train', 'sample'):
     raise UserError(f"mode={mode!r} is not one of 'train', 'sample'")
-for name in ('batch_size', 'block_size', 'measure_iters'):
+for name in ('batch_size', 'block_size', 'measure_iters', 'prompt_len', 'max_new_tokens'):
     if globals()[name] <= 0:
         raise UserError(f"{name}={globals()[name]} must be > 0")
 if burnin_iters < 0:
     raise UserError(f"burnin_iters={burnin_iters} must be >= 0")
+if overflow not in OVERFLOW_MODES:
+    raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
-torch.manual_seed(seed)
 ctx = autocast_context(device, dtype)
 
 def sync():
@@ -83,73 +123,114 @@ if real_data:
     meta = load_meta(data_dir)
     vocab_size = meta['vocab_size'] if meta else 50304
     offsets = np.arange(block_size + 1)
-    def get_batch():
+    np.random.seed(seed)
+    batches = [] # drawn once: the timed steps measure the model, not the data loader, and both runs see the same data
+    for _ in range(burnin_iters + measure_iters):
         starts = np.random.randint(0, len(data) - block_size, size=batch_size)
         chunk = torch.from_numpy(data[starts[:, None] + offsets].astype(np.int64)).to(device)
-        return chunk[:, :-1], chunk[:, 1:]
+        batches.append((chunk[:, :-1], chunk[:, 1:]))
 else:
+    torch.manual_seed(seed)
     fixed = torch.randint(vocab_size, (batch_size, block_size + 1), device=device)
-    get_batch = lambda: (fixed[:, :-1], fixed[:, 1:])
+    batches = [(fixed[:, :-1], fixed[:, 1:])]
 
-model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+def new_model(impl):
+    torch.manual_seed(seed) # the baseline and the fast run start from the same weights
+    m = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
                       bias=bias, vocab_size=vocab_size, dropout=dropout))
-model.set_attn_impl(attn_impl)
-model.to(device)
-print(f"device {device}, dtype {dtype}, attention {attn_impl}, {model.get_num_params()/1e6:.2f}M parameters")
-peak = device_peak_flops(device, dtype, peak_flops)
+    m.set_attn_impl(impl)
+    return m.to(device)
 
-def run_timed(step, n_tokens):
-    """Burn-in steps, then measure_iters timed ones (under the profiler if asked). Returns seconds per step."""
-    for _ in range(burnin_iters):
-        step()
-    sync()
-    if profile:
-        from torch.profiler import profile as torch_profile, ProfilerActivity
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == 'cuda' else [])
-        with torch_profile(activities=activities, record_shapes=True) as prof:
-            for _ in range(measure_iters):
-                step()
-            sync()
-        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15))
-        prof.export_chrome_trace('bench_trace.json')
-        print("wrote bench_trace.json (open it in chrome://tracing or https://ui.perfetto.dev)")
-    t0 = time.perf_counter()
-    for _ in range(measure_iters):
-        step()
-    sync()
-    return (time.perf_counter() - t0) / measure_iters
+def timed_profile(run):
+    from torch.profiler import profile as torch_profile, ProfilerActivity
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == 'cuda' else [])
+    with torch_profile(activities=activities) as prof:
+        run()
+        sync()
+    print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=25))
+    prof.export_chrome_trace('bench_trace.json')
+    print("wrote bench_trace.json (open it in chrome://tracing or https://ui.perfetto.dev)")
 
-if mode == 'train':
-    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, fused=fused_adamw)
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    train_model = torch.compile(model) if compile else model
-    def train_step():
-        X, Y = get_batch()
+def time_training(model, ctx, fused, compiled, profiled):
+    """Burn-in steps, then measure_iters timed ones. Returns seconds per step."""
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, fused=fused)
+    scaler = torch.amp.GradScaler(device_type, enabled=(ctx is not None and dtype == 'float16'))
+    train_model = torch.compile(model) if compiled else model
+    step_no = [0]
+    def step():
+        X, Y = batches[step_no[0] % len(batches)]
+        step_no[0] += 1
         with ctx:
             _, loss = train_model(X, Y)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-    dt = run_timed(train_step, batch_size * block_size)
+    def steps(n):
+        for _ in range(n):
+            step()
+    steps(burnin_iters)
+    sync()
+    if profiled:
+        timed_profile(lambda: steps(measure_iters))
+    t0 = time.perf_counter()
+    steps(measure_iters)
+    sync()
+    return (time.perf_counter() - t0) / measure_iters
+
+def time_sampling(model, ctx, cached, overflow, profiled):
+    """One untimed short generation, then max_new_tokens timed ones. Returns tokens/s."""
+    prompt = batches[0][0][:, :prompt_len] if prompt_len <= block_size else torch.randint(vocab_size, (batch_size, prompt_len), device=device)
+    generate = lambda n: model.generate(prompt, n, top_k=1, use_kv_cache=cached, overflow=overflow)
+    with torch.no_grad(), ctx:
+        generate(min(max_new_tokens, 16))
+        sync()
+        if profiled:
+            timed_profile(lambda: generate(max_new_tokens))
+        t0 = time.perf_counter()
+        generate(max_new_tokens)
+        sync()
+    return batch_size * max_new_tokens / (time.perf_counter() - t0)
+
+fp32 = autocast_context(device, 'float32')
+summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, batch_size=batch_size, block_size=block_size)
+if mode == 'train':
+    tokens = batch_size * block_size
+    summary.update(compile=compile, fused_adamw=fused_adamw)
+    if baseline: # before keep_freed_memory, which cannot be undone in this process
+        model = new_model('sdpa' if device_type == 'cpu' else attn_impl)
+        dt = time_training(model, fp32, False, False, False)
+        del model
+        print(f"baseline (fp32, sdpa attention, for-each AdamW): {dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s")
+        summary.update(baseline_ms_per_iter=f"{dt*1000:.2f}", baseline_tokens_per_s=f"{tokens/dt:.0f}")
+    if device_type == 'cpu':
+        keep_freed_memory()
+    model = new_model(attn_impl)
+    print(f"device {device}, dtype {dtype}, attention {attn_impl}, {model.get_num_params()/1e6:.2f}M parameters")
+    peak = device_peak_flops(device, dtype, peak_flops)
+    dt = time_training(model, ctx, fused_adamw, compile, profile)
     mfu = model.estimate_mfu(batch_size, dt, peak)
-    print(f"bench: mode=train device={device} dtype={dtype} attn={attn_impl} compile={compile} fused_adamw={fused_adamw} "
-          f"batch_size={batch_size} block_size={block_size} ms_per_iter={dt*1000:.2f} "
-          f"tokens_per_s={batch_size*block_size/dt:.0f} mfu={mfu*100:.2f}")
+    print(f"fast ({dtype}, {attn_impl} attention, fused_adamw={fused_adamw}, compile={compile}): "
+          f"{dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s, MFU {mfu*100:.1f}% of a measured {peak/1e9:.0f} GFLOP/s")
+    summary.update(ms_per_iter=f"{dt*1000:.2f}", tokens_per_s=f"{tokens/dt:.0f}", mfu=f"{mfu*100:.2f}")
+    if baseline:
+        summary['speedup'] = f"{float(summary['baseline_ms_per_iter']) / (dt * 1000):.2f}"
+        print(f"speed-up over the baseline: {summary['speedup']}x")
 else:
-    if prompt_len <= 0 or max_new_tokens <= 0:
-        raise UserError(f"prompt_len={prompt_len} and max_new_tokens={max_new_tokens} must both be > 0")
-    model.eval()
-    prompt = torch.randint(vocab_size, (batch_size, prompt_len), device=device)
-    results = {}
-    for cached in ([True, False] if kv_cache else [False]):
-        def sample_step():
-            with torch.no_grad(), ctx:
-                model.generate(prompt, max_new_tokens, top_k=1, use_kv_cache=cached)
-        dt = run_timed(sample_step, batch_size * max_new_tokens)
-        results['kv_cache' if cached else 'no_cache'] = batch_size * max_new_tokens / dt
-        print(f"{'with' if cached else 'without'} KV cache: {dt:.3f} s for {max_new_tokens} new tokens x {batch_size}, "
-              f"{results['kv_cache' if cached else 'no_cache']:.1f} tokens/s")
-    print(f"bench: mode=sample device={device} dtype={dtype} attn={attn_impl} batch_size={batch_size} "
-          f"prompt_len={prompt_len} max_new_tokens={max_new_tokens} "
-          + ' '.join(f"tokens_per_s_{k}={v:.1f}" for k, v in results.items()))
+    summary.update(prompt_len=prompt_len, max_new_tokens=max_new_tokens, kv_cache=kv_cache, overflow=overflow)
+    if baseline:
+        model = new_model('sdpa' if device_type == 'cpu' else attn_impl).eval()
+        rate = time_sampling(model, fp32, False, 'recompute', False)
+        del model
+        print(f"baseline (fp32, no KV cache): {rate:.1f} tokens/s")
+        summary['baseline_tokens_per_s'] = f"{rate:.1f}"
+    if device_type == 'cpu':
+        keep_freed_memory()
+    model = prepare_for_sampling(new_model(attn_impl), device, dtype) # weights cast to dtype once: no autocast
+    rate = time_sampling(model, fp32, kv_cache, overflow, profile)
+    print(f"fast ({dtype} weights, KV cache {kv_cache}, overflow={overflow}): {rate:.1f} tokens/s")
+    summary['tokens_per_s'] = f"{rate:.1f}"
+    if baseline:
+        summary['speedup'] = f"{rate / float(summary['baseline_tokens_per_s']):.2f}"
+        print(f"speed-up over the baseline: {summary['speedup']}x")
+print('bench: ' + ' '.join(f"{k}={v}" for k, v in summary.items()))

@@ -9,8 +9,8 @@ import os
 import torch
 
 from configurator import configure
-from model import (GPT, GPT2_SIZES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained, load_meta, resolve_device,
-                   resolve_dtype, autocast_context)
+from model import (GPT, GPT2_SIZES, OVERFLOW_MODES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained, load_meta,
+                   resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
 init_from = 'resume' # 'resume' (the ckpt.pt in out_dir), 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
@@ -25,6 +25,7 @@ device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'm
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
 kv_cache = True # False recomputes the whole context for every new token (slow; for checking)
 unsafe_load = False # True: load a checkpoint that holds more than tensors and plain values (can run code: trusted files only)
+overflow = 'recompute' # past block_size: 'recompute' (exact, as nanoGPT; slow) or 'slide' (fast, slightly less context), see GPT.generate
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 configure(globals())
@@ -41,13 +42,16 @@ if temperature <= 0:
     raise UserError(f"temperature={temperature} must be > 0 (small values like 0.1 are nearly greedy)")
 if top_k <= 0:
     raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size keeps every token)")
+if overflow not in OVERFLOW_MODES:
+    raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
 
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 torch.manual_seed(seed)
 if torch.device(device).type == 'cuda':
     torch.cuda.manual_seed(seed)
-ctx = autocast_context(device, dtype)
+if torch.device(device).type == 'cpu':
+    keep_freed_memory()
 
 # model
 if init_from == 'resume':
@@ -57,7 +61,8 @@ else: # GPT-2 weights: GPT-2's tokenizer
     model = GPT.from_pretrained(init_from, dict(dropout=0.0))
     model.to(device)
     dataset = None
-model.eval()
+# the weights are cast to dtype once (and packed on CPUs), instead of autocast casting them for every token
+model = prepare_for_sampling(model, device, dtype)
 
 # the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
 meta = load_meta(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)) if dataset else None
@@ -94,8 +99,7 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
 # run generation
 with torch.no_grad():
-    with ctx:
-        for k in range(num_samples):
-            y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache)
-            print(decode(y[0].tolist()))
-            print('---------------')
+    for k in range(num_samples):
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache, overflow=overflow)
+        print(decode(y[0].tolist()))
+        print('---------------')

@@ -31,7 +31,7 @@ from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, UserError, 
                    open_tokens, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
                    device_peak_flops, step_windows, shard_model, full_state_dicts, load_model_state, load_optimizer_state,
                    save_run_checkpoint, load_checkpoint, clean_state_dict, prepare_out_dir,
-                   rng_state, restore_rng_state, LossGuard, GracefulStop, resume_command)
+                   rng_state, restore_rng_state, LossGuard, GracefulStop, resume_command, keep_freed_memory)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -152,6 +152,8 @@ if master_process:
         print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
 torch.manual_seed(seed) # the same initial weights on every rank (FSDP does not broadcast them as DDP does)
 ctx = autocast_context(device, dtype)
+if device_type == 'cpu':
+    keep_freed_memory() # no page faults for the same activations every step (see model.py)
 
 # data: the token ids stay on disk as memmaps, opened once
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)

@@ -150,6 +150,11 @@ CASES = [
     ('bench: fp16 on the CPU', 'bench.py', [*BENCH, '--dtype=float16'], 'float16'),
     ('bench: missing dataset', 'bench.py', [*BENCH, '--real_data=True', '--dataset=nothing_here'], 'prepare.py'),
     ('bench: batch_size=0', 'bench.py', [*BENCH, '--batch_size=0'], 'batch_size=0 must be > 0'),
+    ('bench: measure_iters=0', 'bench.py', [*BENCH, '--measure_iters=0'], 'measure_iters=0 must be > 0'),
+    ('bench: unknown dtype', 'bench.py', [*BENCH, '--dtype=float8'], "'bfloat16'"),
+    ('bench: unknown overflow', 'bench.py', [*BENCH, '--overflow=wrap'], "'recompute', 'slide'"),
+    *([('bench: cuda without a GPU', 'bench.py', [*BENCH, '--device=cuda'], "use device='auto' or 'cpu'")]
+      if not torch.cuda.is_available() else []),
     # prepare scripts
     ('prepare: empty input.txt', '{w}/prep_empty/prepare.py', [], 'input.txt is empty'),
     ('prepare: offline, no input.txt', '{w}/prep_offline/prepare.py', [], 'Put the file at {w}/prep_offline/input.txt'),

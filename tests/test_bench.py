@@ -1,5 +1,4 @@
-"""bench.py times training and sampling on any device and ends with one parsable summary line."""
-import re
+"""bench.py times training and sampling on any device against a plain baseline, and ends with one parsable summary line."""
 
 from conftest import run
 
@@ -12,15 +11,30 @@ def summary(stdout):
     return dict(kv.split('=', 1) for kv in line[len('bench: '):].split())
 
 
-def test_train_mode_reports_ms_per_iter_tokens_per_s_and_mfu():
-    s = summary(run('bench.py', *SMALL, '--dtype=float32').stdout)
-    assert s['mode'] == 'train' and s['dtype'] == 'float32'
+def test_train_mode_reports_ms_per_iter_tokens_per_s_mfu_and_the_speedup_over_the_baseline():
+    s = summary(run('bench.py', *SMALL, '--dtype=bfloat16').stdout)
+    assert s['mode'] == 'train' and s['dtype'] == 'bfloat16'
     assert float(s['ms_per_iter']) > 0 and float(s['tokens_per_s']) > 0 and 0 < float(s['mfu']) < 100
+    # the same invocation timed the plain fp32 run: the speed-up is the ratio of the two step times
+    ratio = float(s['baseline_ms_per_iter']) / float(s['ms_per_iter'])
+    assert float(s['speedup']) == round(ratio, 2)
 
 
-def test_sample_mode_times_generation_with_and_without_the_kv_cache():
-    s = summary(run('bench.py', *SMALL, '--mode=sample', '--max_new_tokens=40').stdout)
-    assert float(s['tokens_per_s_kv_cache']) > 0 and float(s['tokens_per_s_no_cache']) > 0
+def test_baseline_false_times_only_the_fast_settings():
+    s = summary(run('bench.py', *SMALL, '--baseline=False').stdout)
+    assert 'baseline_ms_per_iter' not in s and 'speedup' not in s and float(s['tokens_per_s']) > 0
+
+
+def test_sample_mode_times_generation_against_the_no_cache_fp32_baseline():
+    s = summary(run('bench.py', *SMALL, '--mode=sample', '--max_new_tokens=40', '--overflow=slide').stdout)
+    assert s['kv_cache'] == 'True' and s['overflow'] == 'slide'
+    assert float(s['tokens_per_s']) > 0 and float(s['baseline_tokens_per_s']) > 0
+    assert float(s['speedup']) == round(float(s['tokens_per_s']) / float(s['baseline_tokens_per_s']), 2)
+
+
+def test_real_data_reads_the_prepared_dataset(char_data):
+    s = summary(run('bench.py', *SMALL, '--real_data=True', '--baseline=False').stdout)
+    assert float(s['tokens_per_s']) > 0
 
 
 def test_a_training_config_file_can_be_benchmarked():

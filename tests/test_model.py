@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, MODEL_ARGS, UserError, cosine_lr
+from model import GPT, GPTConfig, MODEL_ARGS, PackedLinear, UserError, cosine_lr, prepare_for_sampling
 
 def tiny(**kw):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
@@ -167,6 +167,80 @@ def test_kv_cache_generation_equals_full_recompute_also_past_block_size(impl):
     got = model.generate(prompt, 40, top_k=1)
     assert torch.equal(got, expected)
     assert torch.equal(model.generate(prompt, 40, top_k=1, use_kv_cache=False), expected)
+
+
+def sliding_recompute(model, idx, n):
+    """overflow='slide' written out: the window restarts at the last block_size // 2 tokens whenever it would
+    outgrow block_size, and the whole window goes through the model (from position 0) for every token."""
+    block_size, start = model.config.block_size, max(0, idx.size(1) - model.config.block_size)
+    for _ in range(n):
+        if idx.size(1) - start > block_size:
+            start = idx.size(1) - block_size // 2
+        logits, _ = model(idx[:, start:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def sharp_tiny(**kw):
+    model = tiny(block_size=16, vocab_size=50, **kw).eval()
+    with torch.no_grad(): # sharpen the model so that greedy decoding has clear winners
+        model.lm_head.weight.mul_(8)
+    return model
+
+
+@pytest.mark.parametrize('impl', ['sdpa', 'math'])
+def test_slide_overflow_keeps_half_a_block_and_positions_consistent(impl):
+    model = sharp_tiny()
+    model.set_attn_impl(impl)
+    prompt = torch.randint(0, 50, (2, 5))
+    got = model.generate(prompt, 40, top_k=1, overflow='slide')
+    assert torch.equal(got, sliding_recompute(model, prompt, 40))
+    exact = full_recompute(model, prompt, 40)
+    assert torch.equal(got[:, :17], exact[:, :17]) # within block_size (and its first token past it) nothing changes
+
+
+def test_bf16_sampling_with_packed_weights_stays_close_to_fp32():
+    model = sharp_tiny()
+    model.set_attn_impl('math')
+    prompt = torch.randint(0, 50, (2, 5))
+    idx = torch.randint(0, 50, (2, 16))
+    fp32_logits, _ = model(idx, idx)
+    expected = full_recompute(model, prompt, 40)
+    fast = prepare_for_sampling(model, 'cpu', 'bfloat16')
+    assert fast.transformer.wte.weight.dtype == torch.bfloat16 # cast once, in place
+    if torch.backends.mkldnn.is_available():
+        assert isinstance(fast.transformer.h[0].mlp.c_fc, PackedLinear) and isinstance(fast.lm_head, PackedLinear)
+    with torch.no_grad():
+        bf16_logits, _ = fast(idx, idx)
+    # bf16 keeps ~3 significant digits: the logits (spread ~10 here) agree to a few hundredths
+    assert (bf16_logits.float() - fp32_logits).abs().max() < 0.1 * fp32_logits.abs().max()
+    got = fast.generate(prompt, 40, top_k=1) # KV cache (fp32) with bf16 weights, past block_size
+    assert (got == expected).float().mean() > 0.9, (got, expected)
+
+
+def test_bf16_training_loss_tracks_fp32_within_0_02_over_200_steps():
+    """Same init, same batches: autocast bf16 and fp32 loss curves, compared over windows of 20 steps."""
+    torch.manual_seed(0)
+    # learnable data: a fixed random walk over 24 tokens, so the loss falls well below ln(24)
+    text = torch.cumsum(torch.randint(-1, 2, (20000,)), 0).remainder(24)
+    starts = torch.randint(0, len(text) - 33, (200, 16))
+    curves = {}
+    for dtype in ('float32', 'bfloat16'):
+        model = tiny(n_layer=2, n_embd=64, n_head=4, block_size=32, vocab_size=24, bias=False)
+        model.set_attn_impl('math')
+        opt = model.configure_optimizers(0.1, 3e-3, (0.9, 0.99), 'cpu')
+        losses = []
+        for step in range(200):
+            batch = torch.stack([text[s:s + 33] for s in starts[step]])
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bfloat16'):
+                _, loss = model(batch[:, :-1], batch[:, 1:])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        curves[dtype] = torch.tensor(losses).view(10, 20).mean(1)
+    assert curves['float32'][-1] < curves['float32'][0] - 0.5 # it really learned (a walk's floor is ln 3 = 1.1)
+    assert (curves['bfloat16'] - curves['float32']).abs().max() < 0.02, curves
 
 
 def test_generate_rejects_bad_sampling_settings():
