@@ -162,6 +162,13 @@ class PackedLinear(nn.Module):
     def forward(self, x):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, 'none', [], '')
 
+def packed_linear_supported():
+    """Whether this torch has oneDNN's packed bf16 linear kernels and this CPU can run them (AVX512 or AVX-NE-CONVERT)."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): # private ops: a torch without them samples with plain F.linear
+        return False
+
 class Block(nn.Module):
 
     def __init__(self, config):
@@ -911,6 +918,9 @@ def resolve_dtype(dtype, device):
         raise UserError("dtype='bfloat16' but this GPU has no bf16: use dtype='float16' or 'auto'")
     if dtype == 'float16' and device_type == 'cpu':
         raise UserError("dtype='float16' is not supported for training on the CPU: use 'bfloat16' or 'float32'")
+    if dtype == 'bfloat16' and device_type == 'cpu' and not cpu_supports_bf16():
+        print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX), so bfloat16 is emulated and runs "
+              "many times slower than float32; dtype='auto' picks float32 here", file=sys.stderr)
     return dtype
 
 def autocast_context(device, dtype):
@@ -938,7 +948,7 @@ def prepare_for_sampling(model, device, dtype):
     if dtype == 'float32':
         return model
     model.to(PTDTYPE[dtype])
-    if torch.device(device).type == 'cpu' and dtype == 'bfloat16' and torch.backends.mkldnn.is_available():
+    if torch.device(device).type == 'cpu' and dtype == 'bfloat16' and packed_linear_supported():
         for module in list(model.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, nn.Linear):
@@ -1023,6 +1033,10 @@ def device_peak_flops(device, dtype, override=0.0):
         for key, flops in GPU_PEAK_FLOPS.items():
             if key in name:
                 return flops if dtype != 'float32' else flops / 8
+    if torch.device(device).type == 'cpu' and not cpu_supports_bf16():
+        # no bf16 units: bf16 is emulated far below the fp32 rate (measured: 0.9 vs 164 GFLOP/s on an AVX2-only
+        # EPYC), so the hardware's peak is its fp32 rate, and a bf16 run's MFU shows how little of it is used
+        dtype = 'float32'
     key = (str(device), dtype)
     if key not in _CPU_PEAK:
         _CPU_PEAK[key] = measure_matmul_flops(device, dtype)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, MODEL_ARGS, PackedLinear, UserError, cosine_lr, prepare_for_sampling
+from model import GPT, GPTConfig, MODEL_ARGS, PackedLinear, UserError, packed_linear_supported, cosine_lr, prepare_for_sampling
 
 def tiny(**kw):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
@@ -208,7 +208,7 @@ def test_bf16_sampling_with_packed_weights_stays_close_to_fp32():
     expected = full_recompute(model, prompt, 40)
     fast = prepare_for_sampling(model, 'cpu', 'bfloat16')
     assert fast.transformer.wte.weight.dtype == torch.bfloat16 # cast once, in place
-    if torch.backends.mkldnn.is_available():
+    if packed_linear_supported(): # else (e.g. an AVX2-only CPU) plain bf16 Linears
         assert isinstance(fast.transformer.h[0].mlp.c_fc, PackedLinear) and isinstance(fast.lm_head, PackedLinear)
     with torch.no_grad():
         bf16_logits, _ = fast(idx, idx)
@@ -273,3 +273,15 @@ def test_estimate_mfu_uses_the_peak_it_is_given():
     cfg = model.config
     flops = (6 * model.get_num_params() + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * cfg.block_size) * cfg.block_size
     assert model.estimate_mfu(4, 0.5, peak_flops=1e12) == pytest.approx(flops * 4 / 0.5 / 1e12)
+
+
+@pytest.mark.parametrize('native_bf16', [True, False])
+def test_a_cpus_peak_for_bf16_is_its_fp32_rate_when_it_has_no_bf16_units(monkeypatch, native_bf16):
+    """Emulated bf16 runs far below fp32 (0.9 vs 164 GFLOP/s measured on an AVX2 CPU): MFU is then against fp32's rate."""
+    import model as model_py
+    monkeypatch.setattr(model_py, 'cpu_supports_bf16', lambda: native_bf16)
+    monkeypatch.setattr(model_py, '_CPU_PEAK', {})
+    monkeypatch.setattr(model_py, 'measure_matmul_flops', lambda device, dtype: {'float32': 1e11, 'bfloat16': 4e11}[dtype])
+    assert model_py.device_peak_flops('cpu', 'bfloat16') == (4e11 if native_bf16 else 1e11)
+    assert model_py.device_peak_flops('cpu', 'float32') == 1e11
+    assert model_py.device_peak_flops('cpu', 'bfloat16', override=5e12) == 5e12 # the user's peak_flops wins
