@@ -209,6 +209,7 @@ if mode == 'train':
     print(f"device {device}, dtype {dtype}, attention {attn_impl}, {model.get_num_params()/1e6:.2f}M parameters")
     peak = device_peak_flops(device, dtype, peak_flops)
     dt = time_training(model, ctx, fused_adamw, compile, profile)
+    peak = device_peak_flops(device, dtype, peak_flops, remeasure=True) # before and after the run: the better of two
     mfu = model.estimate_mfu(batch_size, dt, peak)
     print(f"fast ({dtype}, {attn_impl} attention, fused_adamw={fused_adamw}, compile={compile}): "
           f"{dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s, MFU {mfu*100:.1f}% of a measured {peak/1e9:.0f} GFLOP/s")
