@@ -1007,8 +1007,9 @@ MATMUL_WARMUP_SECONDS = 0.2 # spin up the thread pool and clocks first: a cold f
 
 def measure_matmul_flops(device, dtype, n=1024, iters=8, repeats=5):
     """FLOP/s of an n x n matmul in dtype, measured now (the best of a few tries): the practical peak."""
-    a = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype])
-    b = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype])
+    # its own generator: train.py measures mid-run, and drawing from the global one would change the dropout masks
+    g = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=PTDTYPE[dtype], generator=g) for _ in range(2))
     is_cuda = torch.device(device).type == 'cuda'
     def timed(k):
         if is_cuda:

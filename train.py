@@ -361,7 +361,7 @@ if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
-peak = device_peak_flops(device, dtype, peak_flops) if master_process else 0.0
+peak = None # the device's peak FLOP/s for MFU, looked up (on a CPU: measured, ~1 s) when the first MFU is due
 loss_guard = LossGuard(guard_window, guard_zscore)
 if init_from == 'resume': # the random state goes last: everything above may have drawn from it
     if resume_guard is not None:
@@ -462,6 +462,9 @@ try:
             # the mean loss of this step's micro-batches; .item() syncs with the device
             lossf = loss_sum.item()
             if local_iter_num >= 5: # let the training loop settle a bit
+                if peak is None: # so short runs never pay for a matmul benchmark; the next step's timer skips it
+                    peak = device_peak_flops(device, dtype, peak_flops)
+                    t0 = time.time()
                 # this rank's share of the work against one device's peak (gradient_accumulation_steps is per rank here)
                 mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
                 running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu

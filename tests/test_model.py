@@ -299,6 +299,11 @@ def test_a_remeasured_peak_keeps_the_best_rate_so_a_noisy_moment_cannot_push_mfu
     assert model_py.device_peak_flops('cpu', 'float32', remeasure=True) == 1.5e11 # a slower moment does not lower it
 
 
-def test_measure_matmul_flops_gives_a_plausible_rate():
+def test_measure_matmul_flops_gives_a_plausible_rate_and_leaves_the_global_rng_alone():
+    """train.py measures the peak at its first MFU log line, mid-run: the dropout masks after it must not change."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
     rate = __import__('model').measure_matmul_flops('cpu', 'float32', n=256, iters=2, repeats=2)
     assert 1e8 < rate < 1e14
+    assert torch.equal(torch.rand(3), expected)

@@ -22,7 +22,7 @@ from test_train import assert_same_training_state, losses, train
 
 pytestmark = pytest.mark.usefixtures('char_data')
 
-# later in the argument list than TINY's dropout=0.0, so it wins; a given peak_flops skips the matmul benchmark at start
+# later in the argument list than TINY's dropout=0.0, so it wins; a given peak_flops skips the ~1 s matmul benchmark
 DROPOUT_RUN = ['--dropout=0.1', '--peak_flops=1e12']
 
 
