@@ -1003,7 +1003,7 @@ GPU_PEAK_FLOPS = {
 }
 _CPU_PEAK = {}
 
-MATMUL_WARMUP_SECONDS = 0.2 # spin up the thread pool and clocks first: a cold first try measured ~40% low on a shared CPU
+MATMUL_WARMUP_SECONDS = 0.2 # start the thread pool and reach full clocks before timing anything
 
 def measure_matmul_flops(device, dtype, n=1024, iters=8, repeats=5):
     """FLOP/s of an n x n matmul in dtype, measured now (the best of a few tries): the practical peak."""
