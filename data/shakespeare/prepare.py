@@ -25,7 +25,7 @@ def fail(msg):
 
 def write_atomic(path, data):
     """Write bytes to path via a temp file and a rename, so an interrupted run never leaves half a file."""
-    tmp = path + '.tmp'
+    tmp = f'{path}.tmp.{os.getpid()}' # per process: two prepare runs at once must not share a temp file
     with open(tmp, 'wb') as f:
         f.write(data)
     os.replace(tmp, path)
