@@ -1020,7 +1020,7 @@ def measure_matmul_flops(device, dtype, n=1024, iters=8, repeats=5):
         if is_cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
-    # warm up for a fixed time rather than a fixed count, so a slow (emulated) dtype does not spend a minute here
+    # warm up for a fixed time rather than a fixed count: long enough however fast one matmul is
     t_end = time.perf_counter() + MATMUL_WARMUP_SECONDS
     while time.perf_counter() < t_end:
         timed(1)

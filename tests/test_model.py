@@ -303,7 +303,8 @@ def test_measure_matmul_flops_gives_a_plausible_rate_and_leaves_the_global_rng_a
     """train.py measures the peak at its first MFU log line, mid-run: the dropout masks after it must not change."""
     torch.manual_seed(0)
     expected = torch.rand(3)
+    import model as model_py
     torch.manual_seed(0)
-    rate = __import__('model').measure_matmul_flops('cpu', 'float32', n=256, iters=2, repeats=2)
+    rate = model_py.measure_matmul_flops('cpu', 'float32', n=256, iters=2, repeats=2)
     assert 1e8 < rate < 1e14
     assert torch.equal(torch.rand(3), expected)
