@@ -23,6 +23,7 @@ from datetime import timedelta
 
 import numpy as np
 import torch
+import torch.distributed.nn # before init_process_group: see the end of this file
 from torch.distributed import init_process_group, destroy_process_group, all_reduce
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -489,4 +490,21 @@ try:
         torch.distributed.barrier()
 finally:
     if ddp:
+        model = None # DDP's wrapper holds the process group (see the end of this file)
         destroy_process_group()
+
+# A gloo process group's worker threads stop only when the last reference to the group goes. If that is left to the
+# interpreter's teardown, they can abort a process whose run ended well ('terminate called without an active
+# exception', SIGABRT; seen here with FSDP). So nothing may hold the group past destroy_process_group, and three
+# things would:
+# - DDP's wrapper: let go of in the finally block above.
+# - torch.distributed.nn.functional, which takes group.WORLD as a default argument: imported after init_process_group
+#   (torch.optim imports it, through torch._dynamo) it would hold the group for good; imported at the top, it holds None.
+# - FSDP2: DTensor's caches keep the device mesh, and the mesh keeps the group. Nothing public lets go of them, so an
+#   FSDP rank skips the teardown: everything is saved, written out and the group destroyed by now.
+if fsdp:
+    if wandb_log and master_process:
+        wandb.finish()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.usefixtures('char_data')
 STEPS = ['--gradient_accumulation_steps=4', '--eval_iters=3', '--max_iters=5', '--eval_interval=5']
 
 
-def torchrun(out_dir, *args, nproc=2, check=True):
-    """train.py under torchrun with nproc gloo ranks, one thread each (this machine has 2 cores)."""
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', 'train.py',
+def torchrun(out_dir, *args, nproc=2, check=True, script='train.py'):
+    """train.py (or a script that runs it) under torchrun with nproc gloo ranks, one thread each (2 cores here)."""
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script,
            '--dataset=shakespeare_char', f'--out_dir={out_dir}', '--log_interval=1', *TINY, *args]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
@@ -68,6 +68,22 @@ def test_two_ddp_ranks_give_the_losses_and_weights_of_one_process(one_process, t
     assert ckpt['iter_num'] == 5 and max_difference(ckpt, ref) < 1e-6 # observed: 1.9e-9
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason="reads the process's threads from Linux's /proc")
+def test_ddp_leaves_no_gloo_thread_running_when_train_py_ends(tmp_path):
+    """
+    destroy_process_group really ends the group, so none of its gloo threads is left for the interpreter's teardown
+    (where they can abort a run that ended well: see the end of train.py). Each rank runs train.py, then counts them.
+    """
+    probe = tmp_path / 'probe.py'
+    probe.write_text("import os, runpy, sys\n"
+                     "sys.argv, sys.path[0] = ['train.py', *sys.argv[1:]], os.getcwd() # as python train.py would have them\n"
+                     "runpy.run_path('train.py', run_name='__main__')\n"
+                     "names = [open(f'/proc/self/task/{t}/comm').read() for t in os.listdir('/proc/self/task')]\n"
+                     "print('gloo threads left:', sum('gloo' in name for name in names))\n")
+    p = torchrun(tmp_path, '--gradient_accumulation_steps=2', '--max_iters=1', '--eval_iters=1', script=str(probe))
+    assert p.stdout.count('gloo threads left: 0') == 2, p.stdout[-1000:]
+
+
 def test_fsdp_trains_like_one_process_and_its_checkpoints_resume_in_either(one_process, tmp_path):
     """
     Steps 0-2 under FSDP (2 ranks, with activation checkpointing), step 3 in one process resumed from
@@ -90,19 +106,31 @@ def test_fsdp_trains_like_one_process_and_its_checkpoints_resume_in_either(one_p
 
 
 def test_fsdp_computes_in_bf16_and_keeps_fp32_shards(tmp_path):
-    """shard_model's MixedPrecisionPolicy: during forward a block sees bf16 weights; between steps the shards stay fp32."""
-    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
-    try:
-        model = shard_model(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, dropout=0.0)), 'bfloat16')
-        seen = []
-        model.transformer.h[1].mlp.register_forward_hook(lambda m, i, o: seen.append(m.c_fc.weight.dtype))
-        _, loss = model(torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16)))
-        loss.backward()
-        assert seen == [torch.bfloat16] and loss.dtype == torch.float32 # the loss itself is computed in fp32
-        assert {p.dtype for p in model.parameters()} == {torch.float32}
-        assert {p.grad.dtype for p in model.parameters()} == {torch.float32}
-    finally:
-        torch.distributed.destroy_process_group()
+    """
+    shard_model's MixedPrecisionPolicy: during forward a block sees bf16 weights; between steps the shards stay fp32.
+    In a fresh one-rank process: sharding keeps the process group alive until exit (see the end of train.py).
+    """
+    script = tmp_path / 'shard.py'
+    script.write_text(f"""
+import os, sys
+sys.path[0] = os.getcwd()
+import torch
+from model import GPT, GPTConfig, shard_model
+torch.distributed.init_process_group('gloo', init_method='file://{tmp_path}/store', rank=0, world_size=1)
+model = shard_model(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, dropout=0.0)), 'bfloat16')
+seen = []
+model.transformer.h[1].mlp.register_forward_hook(lambda m, i, o: seen.append(m.c_fc.weight.dtype))
+_, loss = model(torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16)))
+loss.backward()
+print('block weights in forward:', seen, '| loss:', loss.dtype)
+print('shards:', {{p.dtype for p in model.parameters()}}, '| gradients:', {{p.grad.dtype for p in model.parameters()}})
+torch.distributed.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)
+""")
+    out = run(str(script)).stdout
+    assert 'block weights in forward: [torch.bfloat16] | loss: torch.float32' in out # the loss is computed in fp32
+    assert 'shards: {torch.float32} | gradients: {torch.float32}' in out
 
 
 def test_fsdp_in_bf16_trains_close_to_fp32(one_process, tmp_path):
