@@ -82,7 +82,7 @@ def wait_for(condition, timeout=60, what='the condition', poll=0.005):
 
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     """
-    20 trials, each resuming the run that the previous trial killed with SIGKILL. A quarter die at a random
+    12 trials, each resuming the run that the previous trial killed with SIGKILL. A quarter die at a random
     moment of their life (importing, loading, training or saving), a quarter at a random moment after their
     first training step, and half are caught in the middle of a save, after 0 to 2 saves that complete (frozen
     with SIGSTOP while the save's temp file exists, then killed). After every kill a loadable ckpt.pt remains and
@@ -94,7 +94,8 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     subprocess.run(args + ['--max_iters=2'], check=True, capture_output=True) # a first checkpoint to resume from
     rng = random.Random(1234)
     last_iter, mid_save, resumed = 2, 0, 0
-    for trial in range(20):
+    trials = 12 # a multiple of 4: each kind of kill below gets its share
+    for trial in range(trials):
         log = tmp_path / f'trial{trial}.log'
         with open(log, 'w') as f:
             p = subprocess.Popen(args + ['--max_iters=100000', '--init_from=resume'], stdout=f, stderr=subprocess.STDOUT,
@@ -131,9 +132,10 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
         for name in os.listdir(out):
             if name.endswith('.pt'):
                 load_checkpoint(str(out / name))
-    print(f"SIGKILL trials: 20, killed mid-save: {mid_save}, resumed and trained before the kill: {resumed}, "
+    print(f"SIGKILL trials: {trials}, killed mid-save: {mid_save}, resumed and trained before the kill: {resumed}, "
           f"each left a loadable checkpoint (iter {last_iter} at the end)")
-    assert mid_save == 10 and resumed >= 15 and last_iter > 2 # and the run made progress
+    # every mid-save kill caught its save; every trial but those killed at a random moment resumed and trained
+    assert mid_save == trials // 2 and resumed >= trials * 3 // 4 and last_iter > 2
     final = subprocess.run(args + [f'--max_iters={last_iter + 3}', '--init_from=resume'], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert f'iter {last_iter + 2}: loss' in final.stdout and 'an unfinished save of a run that was killed' in final.stdout
