@@ -100,7 +100,7 @@ configure(globals())
 
 if mode not in ('train', 'sample'):
     raise UserError(f"mode={mode!r} is not one of 'train', 'sample'")
-for name in ('batch_size', 'block_size', 'measure_iters', 'prompt_len', 'max_new_tokens'):
+for name in ('batch_size', 'block_size', 'vocab_size', 'measure_iters', 'prompt_len', 'max_new_tokens'):
     if globals()[name] <= 0:
         raise UserError(f"{name}={globals()[name]} must be > 0")
 if burnin_iters < 0:

@@ -43,8 +43,11 @@ def _check(key, value, config, source):
     if isinstance(default, float) and type(value) is int:
         return float(value) # an int is fine where a float is expected: --dropout=0
     if type(value) is not type(default):
+        # a --key=value whose text reads as a number or a list: say how to pass it as text
+        text = source.split('=', 1)[1] if source.startswith('--') else None
+        hint = f"; for text, quote it: --{key}=\"'{text}'\"" if isinstance(default, str) and text is not None else ''
         raise ConfigError(f"{key} expects {type(default).__name__} (default {default!r}) "
-                          f"but got {type(value).__name__} {value!r} ({source})")
+                          f"but got {type(value).__name__} {value!r} ({source}){hint}")
     return value
 
 
@@ -75,7 +78,7 @@ def apply_overrides(config, args):
             key, raw = arg[2:].split('=', 1) # only the first '=' separates: values may contain '='
             try:
                 value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): # e.g. '{[]: 1}' raises TypeError
                 value = raw # a bare string
             config[key] = _check(key, value, config, arg)
             changed.append(key)

@@ -460,7 +460,7 @@ def cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
     """nanoGPT's schedule: linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then flat."""
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
+    if it >= lr_decay_iters: # where the cosine ends anyway; also no division by zero when lr_decay_iters == warmup_iters
         return min_lr
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) # goes from 1 to 0
@@ -858,6 +858,13 @@ def load_optimizer_state(model, optimizer, optim_state, sharded=False):
     Load a single-process optimizer state dict (as full_state_dicts returns); a sharded model keeps its shard of it.
     The kernel choice (fused / foreach) stays this machine's, not the writer's.
     """
+    # a model resumed with a smaller block_size has a cropped wpe (crop_block_size): crop its saved moments alike
+    params = [p for g in optimizer.param_groups for p in g['params']]
+    for i, state in optim_state['state'].items():
+        rows = params[i].shape[0] if params[i].dim() else None
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.dim() == params[i].dim() > 0 and v.shape[1:] == params[i].shape[1:] and len(v) > rows:
+                state[k] = v[:rows]
     if not sharded:
         optimizer.load_state_dict(optim_state)
     else:
@@ -917,7 +924,7 @@ def resolve_dtype(dtype, device):
     if dtype == 'bfloat16' and device_type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise UserError("dtype='bfloat16' but this GPU has no bf16: use dtype='float16' or 'auto'")
     if dtype == 'float16' and device_type == 'cpu':
-        raise UserError("dtype='float16' is not supported for training on the CPU: use 'bfloat16' or 'float32'")
+        raise UserError("dtype='float16' is for GPUs, not the CPU: use 'bfloat16' or 'float32' (or 'auto')")
     if dtype == 'bfloat16' and device_type == 'cpu' and not cpu_supports_bf16():
         print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX), so bfloat16 is emulated and runs "
               "many times slower than float32; dtype='auto' picks float32 here", file=sys.stderr)
@@ -1059,6 +1066,7 @@ GPT2_SIZES = {
     'gpt2-xl':     (48, 25, 1600), # 1558M params
 }
 GPT2_EOT = 50256 # <|endoftext|>, the token between documents
+GPT2_VOCAB_SIZE = GPT2_EOT + 1 # GPT-2's BPE: 50,257 token ids
 MIN_SHARD_TOKENS = 2**20 # write_token_shards' smallest piece (2 MB of uint16)
 # the weights that Hugging Face's GPT-2 keeps in Conv1D modules, stored transposed relative to nn.Linear
 HF_CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
@@ -1074,6 +1082,15 @@ _GPT2_ENCODING = None
 def first_line(e):
     lines = str(e).strip().splitlines()
     return lines[0][:200] if lines else 'no message'
+
+def read_utf8(path, what):
+    """The text of a file; one that is not UTF-8 is a UserError that says how to convert it (what: e.g. 'the prompt')."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start:,}): convert it, "
+                        f"e.g. iconv -f latin1 -t utf-8 {path} > utf8.txt, and use utf8.txt in its place") from None
 
 def is_pretrained(init_from):
     """True for init_from values that name GPT-2 weights: a GPT2_SIZES name or a local directory."""
@@ -1205,10 +1222,12 @@ def export_hf(model, out_dir, vocab_size=None):
     - activation_function is the model's own GELU: 'gelu' (exact) or 'gelu_new' (GPT-2's tanh approximation).
     From the shell: python model.py export_hf out-shakespeare hf-shakespeare
     """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"cannot export to {out_dir}: it is a file; give a directory (new, or one to write into)")
     from transformers import GPT2Config, GPT2LMHeadModel
     cfg = model.config
     if vocab_size is None:
-        vocab_size = 50257 if cfg.vocab_size == 50304 else cfg.vocab_size
+        vocab_size = GPT2_VOCAB_SIZE if cfg.vocab_size == 50304 else cfg.vocab_size
     if not 0 < vocab_size <= cfg.vocab_size:
         raise UserError(f"vocab_size={vocab_size} must be in 1..{cfg.vocab_size} (the model's vocab_size)")
     eot = GPT2_EOT if vocab_size > GPT2_EOT else None # only a GPT-2 vocabulary has <|endoftext|>

@@ -9,8 +9,8 @@ import os
 import torch
 
 from configurator import configure
-from model import (GPT, GPT2_SIZES, OVERFLOW_MODES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained, load_meta,
-                   resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
+from model import (GPT, GPT2_SIZES, GPT2_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained, load_meta,
+                   read_utf8, resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
 init_from = 'resume' # 'resume' (the ckpt.pt in out_dir), 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
@@ -80,6 +80,11 @@ if meta is not None:
     decode = lambda l: ''.join([itos[i] for i in l])
 else:
     # no meta.pkl: assume GPT-2 encodings by default
+    if model.config.vocab_size < GPT2_VOCAB_SIZE:
+        where = f"data/{dataset}/ has no meta.pkl" if dataset else "a model from init_from has no meta.pkl"
+        raise UserError(f"the model has {model.config.vocab_size} tokens, too few for GPT-2's tokenizer ({GPT2_VOCAB_SIZE:,}), "
+                        f"and {where} to decode them: prepare its dataset again (python data/<name>/prepare.py) "
+                        f"and sample its checkpoint with init_from='resume'")
     print("No meta.pkl found, assuming GPT-2 encodings...")
     enc = gpt2_encoding() # offline: GPT2_BPE_DIR, see model.py
     encode = lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})
@@ -90,8 +95,7 @@ if start.startswith('FILE:'):
     path = start[5:]
     if not os.path.isfile(path):
         raise UserError(f"start=FILE:{path}: no such file; give the path of a text file holding the prompt")
-    with open(path, 'r', encoding='utf-8') as f:
-        start = f.read()
+    start = read_utf8(path, 'the prompt file')
 start_ids = encode(start)
 if not start_ids:
     raise UserError("start is empty: give at least one character or token to continue from")

@@ -28,10 +28,10 @@ from torch.distributed import init_process_group, destroy_process_group, all_red
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
-from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, UserError, exit_on_user_error, cosine_lr, load_meta,
+from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, GPT2_VOCAB_SIZE, UserError, exit_on_user_error, cosine_lr, load_meta,
                    open_tokens, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
                    device_peak_flops, step_windows, shard_model, full_state_dicts, load_model_state, load_optimizer_state,
-                   save_run_checkpoint, load_checkpoint, clean_state_dict, prepare_out_dir,
+                   save_run_checkpoint, load_checkpoint, clean_state_dict, prepare_out_dir, first_line,
                    rng_state, restore_rng_state, LossGuard, GracefulStop, resume_command, keep_freed_memory)
 
 # -----------------------------------------------------------------------------
@@ -106,6 +106,12 @@ for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_in
         raise UserError(f"{name}={globals()[name]} must be > 0")
 if keep_last < 0:
     raise UserError(f"keep_last={keep_last} must be >= 0 (0 keeps no ckpt_<iter>.pt history)")
+for name in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'seed'):
+    if globals()[name] < 0: # a negative grad_clip would flip the gradients, not clip them
+        raise UserError(f"{name}={globals()[name]} must be >= 0" + (" (0 turns clipping off)" if name == 'grad_clip' else ""))
+for name in ('beta1', 'beta2'):
+    if not 0 <= globals()[name] < 1:
+        raise UserError(f"{name}={globals()[name]} must be in [0, 1): AdamW's moving-average factor")
 if not 0 < guard_lr_factor <= 1:
     raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: the learning rate is multiplied by it after a rollback")
 
@@ -151,6 +157,9 @@ if master_process:
     # a missing out_dir to resume from is reported when its ckpt.pt is loaded
     for name in prepare_out_dir(out_dir, create=init_from != 'resume'):
         print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
+    if init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'ckpt.pt')): # nanoGPT replaces it silently
+        print(f"warning: {out_dir} holds an earlier run's ckpt.pt, which this new run replaces at its first save "
+              f"(to continue that run instead: --init_from=resume; to keep it: another --out_dir)")
 torch.manual_seed(seed) # the same initial weights on every rank (FSDP does not broadcast them as DDP does)
 ctx = autocast_context(device, dtype)
 if device_type == 'cpu':
@@ -236,6 +245,9 @@ else:
     if meta_vocab_size is not None and meta_vocab_size != ckpt_args['vocab_size']:
         raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} but the checkpoint in {out_dir} has "
                         f"{ckpt_args['vocab_size']}: resume with the dataset it was trained on")
+    if meta_vocab_size is None and ckpt_args['vocab_size'] < GPT2_VOCAB_SIZE:
+        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), but the "
+                        f"checkpoint in {out_dir} has vocab_size {ckpt_args['vocab_size']}: resume with the dataset it was trained on")
     model_args = {k: ckpt_args[k] for k in MODEL_ARGS}
     model_args['dropout'] = dropout
     iter_num = checkpoint['iter_num']
@@ -244,6 +256,11 @@ else:
     resume_rng, resume_guard = checkpoint.get('rng'), checkpoint.get('guard') # absent in nanoGPT's checkpoints
     if master_process:
         print(f"loaded the checkpoint of iter {iter_num} in {time.time() - t_load:.2f}s")
+        if iter_num >= max_iters:
+            print(f"the run is already at max_iters={max_iters}: raise --max_iters to train it further")
+        elif max_seconds > 0 and train_seconds >= max_seconds:
+            print(f"the run has already trained its max_seconds={max_seconds:g} ({train_seconds:.0f}s): "
+                  f"raise --max_seconds to train it further")
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -360,7 +377,11 @@ def rollback():
 # logging
 if wandb_log and master_process:
     import wandb
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    try:
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    except (wandb.errors.UsageError, wandb.errors.CommError) as e: # e.g. no API key here, or no network
+        raise UserError(f"wandb_log=True but wandb could not start ({first_line(e)}): run wandb login, "
+                        f"or log offline with WANDB_MODE=offline, or turn it off with --wandb_log=False")
 
 peak = None # the device's peak FLOP/s for MFU, looked up (on a CPU: measured, ~1 s) when the first MFU is due
 loss_guard = LossGuard(guard_window, guard_zscore)
@@ -391,14 +412,14 @@ try:
 
         # evaluate the loss on train/val sets and write checkpoints
         last = iter_num >= max_iters or (max_seconds > 0 and train_seconds >= max_seconds)
-        if iter_num % eval_interval == 0 or last: # every rank evaluates its share; all get the same losses
+        if iter_num % eval_interval == 0 or last or eval_only: # every rank evaluates its share; all get the same losses
             losses = estimate_loss()
             if master_process:
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if wandb_log:
                     wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
                                "lr": lr, "mfu": running_mfu*100})
-            if losses['val'] < best_val_loss or always_save_checkpoint:
+            if (losses['val'] < best_val_loss or always_save_checkpoint) and not eval_only: # eval_only writes nothing
                 improved = losses['val'] < best_val_loss
                 best_val_loss = min(best_val_loss, losses['val'])
                 if iter_num > 0 and loss_guard.bad_streak > 0: # keep ckpt.pt a state the guard can roll back to

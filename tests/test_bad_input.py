@@ -75,6 +75,10 @@ def world(tmp_path_factory):
     with open(w / 'evil_pickle' / 'meta.pkl', 'wb') as f:
         pickle.dump({'vocab_size': 65, 'itos': RunsCode(str(w)), 'stoi': {}}, f)
     write_tokens(w / 'bad_json', n_train=1000)
+    write_tokens(w / 'no_meta', n_train=1000) # no meta.pkl: GPT-2 token ids, as far as anyone can tell
+    os.makedirs(w / 'meta_gone') # a char-level run whose dataset lost its meta.pkl
+    torch.save(dict(good, config=dict(good['config'], dataset=str(w / 'no_meta'))), w / 'meta_gone' / 'ckpt.pt')
+    (w / 'latin1.txt').write_bytes('café'.encode('latin-1'))
     (w / 'bad_json' / 'meta.json').write_text('{"vocab_size": 65, "itos": ')
 
     os.makedirs(w / 'scratch_out') # the out_dir of the runs from scratch: it exists, as a failed run must not create it
@@ -86,6 +90,9 @@ def world(tmp_path_factory):
     os.makedirs(w / 'prep_empty')
     shutil.copy(prepare, w / 'prep_empty' / 'prepare.py')
     (w / 'prep_empty' / 'input.txt').write_text('')
+    os.makedirs(w / 'prep_latin1')
+    shutil.copy(prepare, w / 'prep_latin1' / 'prepare.py')
+    (w / 'prep_latin1' / 'input.txt').write_bytes('To be, or not to be: café'.encode('latin-1'))
     os.makedirs(w / 'prep_offline') # no input.txt, and a download that cannot succeed
     with open(prepare) as f:
         (w / 'prep_offline' / 'prepare.py').write_text(f.read().replace("DATA_URL = 'https://", "DATA_URL = 'http://127.0.0.1:9/"))
@@ -117,6 +124,8 @@ CASES = [
     ('dropout=1', 'train.py', [*TRAIN, '--dropout=1.0'], 'dropout=1.0 must be in [0, 1)'),
     ('keep_last<0', 'train.py', [*TRAIN, '--keep_last=-1'], 'keep_last=-1 must be >= 0'),
     ('guard_lr_factor>1', 'train.py', [*TRAIN, '--guard_lr_factor=2.0'], 'guard_lr_factor=2.0 must be in (0, 1]'),
+    ('negative grad_clip', 'train.py', [*TRAIN, '--grad_clip=-1.0'], 'grad_clip=-1.0 must be >= 0'),
+    ('beta2=1', 'train.py', [*TRAIN, '--beta2=1.0'], 'beta2=1.0 must be in [0, 1)'),
     ('unknown init_from', 'train.py', [*TRAIN, '--init_from=gpt3'], "init_from='gpt3' is not supported"),
     ('unknown device', 'train.py', [*TRAIN, '--device=tpu'], "device='tpu'"),
     # train.py: data
@@ -130,6 +139,8 @@ CASES = [
     ('out_dir under a file', 'train.py', [*TRAIN, '--out_dir={w}/a_file/out'], 'cannot be created'),
     ('resume: no checkpoint', 'train.py', [*RESUME, '--out_dir={w}/nothing'], 'no checkpoint at'),
     ('resume: other vocab', 'train.py', [*RESUME, '--out_dir={w}/vocab100'], 'has vocab_size 65 but the checkpoint'),
+    ('resume: GPT-2 tokens, char model', 'train.py', [*RESUME, '--out_dir={w}/out', '--dataset={w}/no_meta'],
+     'its tokens are GPT-2'),
     ('resume: garbage ckpt.pt', 'train.py', [*RESUME, '--out_dir={w}/garbage'], 'truncated or corrupt'),
     ('resume: truncated ckpt.pt', 'train.py', [*RESUME, '--out_dir={w}/truncated'], 'truncated or corrupt'),
     ('resume: larger block_size', 'train.py', [*RESUME, '--out_dir={w}/out', '--block_size=64'], 'block_size=64 is larger'),
@@ -137,6 +148,8 @@ CASES = [
     ('resume: needs unsafe pickle', 'train.py', [*RESUME, '--out_dir={w}/unsafe'], 'rerun with --unsafe_load=True'),
     # sample.py
     ('sample: start=FILE: nothing', 'sample.py', [*SAMPLE, '--start=FILE:{w}/no_prompt.txt'], 'no such file'),
+    ('sample: prompt not UTF-8', 'sample.py', [*SAMPLE, '--start=FILE:{w}/latin1.txt'], 'is not UTF-8 text'),
+    ('sample: char model, no meta.pkl', 'sample.py', [*SAMPLE, '--out_dir={w}/meta_gone'], "too few for GPT-2's tokenizer"),
     ('sample: top_k=0', 'sample.py', [*SAMPLE, '--top_k=0'], 'top_k=0 must be > 0'),
     ('sample: temperature=0', 'sample.py', [*SAMPLE, '--temperature=0.0'], 'temperature=0.0 must be > 0'),
     ('sample: max_new_tokens<0', 'sample.py', [*SAMPLE, '--max_new_tokens=-1'], 'max_new_tokens=-1 must be >= 0'),
@@ -145,6 +158,8 @@ CASES = [
     ('sample: truncated ckpt.pt', 'sample.py', [*SAMPLE, '--out_dir={w}/truncated'], 'truncated or corrupt'),
     ('sample: other vocab', 'sample.py', [*SAMPLE, '--out_dir={w}/vocab100'], 'has vocab_size 65 but the model has 100'),
     # bench.py
+    ('export_hf to a file', 'model.py', ['export_hf', '{w}/out', '{w}/a_file'], 'it is a file'),
+    ('bench: vocab_size=0', 'bench.py', [*BENCH, '--vocab_size=0'], 'vocab_size=0 must be > 0'),
     ('bench: unknown device', 'bench.py', [*BENCH, '--device=tpu'], "device='tpu'"),
     ('bench: unknown mode', 'bench.py', [*BENCH, '--mode=fly'], "mode='fly'"),
     ('bench: fp16 on the CPU', 'bench.py', [*BENCH, '--dtype=float16'], 'float16'),
@@ -157,6 +172,7 @@ CASES = [
       if not torch.cuda.is_available() else []),
     # prepare scripts
     ('prepare: empty input.txt', '{w}/prep_empty/prepare.py', [], 'input.txt is empty'),
+    ('prepare: input.txt not UTF-8', '{w}/prep_latin1/prepare.py', [], 'is not UTF-8 text'),
     ('prepare: offline, no input.txt', '{w}/prep_offline/prepare.py', [], 'Put the file at {w}/prep_offline/input.txt'),
 ]
 

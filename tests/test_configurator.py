@@ -20,6 +20,14 @@ def test_key_value_goes_through_literal_eval():
 def test_a_value_that_is_not_a_literal_stays_a_string():
     assert cfg('--dataset=shakespeare_char')['dataset'] == 'shakespeare_char'
     assert cfg("--dataset='quoted'")['dataset'] == 'quoted'
+    assert cfg('--start={[]: 1}')['start'] == '{[]: 1}' # literal_eval raises TypeError on this one, not ValueError
+
+
+def test_text_that_reads_as_a_number_is_an_error_that_says_how_to_quote_it():
+    with pytest.raises(ConfigError) as e:
+        cfg('--start=123')
+    assert str(e.value).endswith('''for text, quote it: --start="'123'"''')
+    assert cfg("--start='123'")['start'] == '123' # what the shell passes for --start="'123'"
 
 
 def test_values_may_contain_equals_signs():

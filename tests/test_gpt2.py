@@ -176,12 +176,16 @@ def test_prepare_openwebtext_from_local_files_writes_exactly_tiktokens_stream(tm
     assert sorted(got['train'] + got['val']) == expected # the documents, shuffled, each exactly as tiktoken encodes it
 
 
-def test_prepare_openwebtext_bad_files_give_one_line_errors(tmp_path):
+def test_prepare_openwebtext_bad_files_give_one_line_errors(tmp_path, bpe_cache):
     p = run('data/openwebtext/prepare.py', f'--files={tmp_path / "missing"}/*.txt', f'--out_dir={tmp_path}', check=False)
     assert 'matches no file' in one_line_error(p)
     (tmp_path / 'a.csv').write_text('x\n')
     p = run('data/openwebtext/prepare.py', f'--files={tmp_path / "a.csv"}', f'--out_dir={tmp_path}', check=False)
     assert 'not .txt, .json or .jsonl' in one_line_error(p)
+    (tmp_path / 'latin1.txt').write_bytes('café'.encode('latin-1'))
+    p = run('data/openwebtext/prepare.py', f'--files={tmp_path / "latin1.txt"}', f'--out_dir={tmp_path}', check=False,
+            env_extra={'HF_DATASETS_DISABLE_PROGRESS_BARS': '1'}) # the loader's progress bar would be more stderr lines
+    assert 'UnicodeDecodeError' in one_line_error(p) and 'give UTF-8 text' in one_line_error(p)
 
 
 def test_token_files_are_written_in_shards_and_refuse_ids_beyond_uint16(tmp_path):

@@ -136,6 +136,8 @@ def test_cosine_lr_schedule_values():
     assert lr(9000) == pytest.approx(1e-4) # flat at min_lr after the decay
     values = [lr(i) for i in range(100, 5001, 50)]
     assert all(a >= b for a, b in zip(values, values[1:])) # monotone decay
+    # no cosine at all (lr_decay_iters == warmup_iters, 0 or not): warmup, then min_lr
+    assert cosine_lr(5, 1e-3, 5, 5, 1e-4) == cosine_lr(0, 1e-3, 0, 0, 1e-4) == 1e-4
 
 
 def test_optimizer_decays_only_matrices_and_is_fused_on_cpu():

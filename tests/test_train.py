@@ -3,12 +3,13 @@ import hashlib
 import os
 import pickle
 import re
+import subprocess
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, run
+from conftest import TINY, one_line_error, run
 from model import GPT, GPTConfig, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -156,6 +157,13 @@ def test_wandb_logging_works_offline(tmp_path):
     assert list((tmp_path / 'wandb').glob('offline-run-*')), p.stdout
 
 
+def test_wandb_without_a_login_is_a_one_line_error(tmp_path):
+    env = {'WANDB_MODE': 'online', 'WANDB_API_KEY': '', 'HOME': str(tmp_path), 'WANDB_DIR': str(tmp_path)} # no key anywhere
+    p = run('train.py', '--dataset=shakespeare_char', f'--out_dir={tmp_path}', '--eval_iters=1', *TINY, '--max_iters=1',
+            '--wandb_log=True', check=False, env_extra=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert 'wandb login' in one_line_error(p) and 'WANDB_MODE=offline' in one_line_error(p)
+
+
 def test_a_time_budget_ends_the_run_and_resume_counts_the_time_already_spent(tmp_path):
     p = train(tmp_path, '--max_seconds=3', '--max_iters=100000', '--eval_interval=100000', '--log_interval=1000')
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
@@ -165,3 +173,30 @@ def test_a_time_budget_ends_the_run_and_resume_counts_the_time_already_spent(tmp
                     '--log_interval=1000', '--always_save_checkpoint=True')
     again = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
     assert 4.0 <= again['train_seconds'] < 6.0 and again['iter_num'] > ckpt['iter_num'] # one more second of training
+    spent = train(tmp_path, '--init_from=resume', '--max_seconds=4', '--max_iters=100000', '--eval_interval=100000')
+    assert 'already trained its max_seconds=4' in spent.stdout and 'raise --max_seconds' in spent.stdout
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == again['iter_num']
+
+
+def test_eval_only_writes_nothing_and_a_new_run_warns_before_it_replaces_a_checkpoint(tmp_path):
+    train(tmp_path, '--max_iters=2', '--eval_interval=2')
+    before = (tmp_path / 'ckpt.pt').read_bytes()
+    p = train(tmp_path, '--init_from=resume', '--eval_only=True', '--always_save_checkpoint=True', '--block_size=16')
+    assert 'step 2: train loss' in p.stdout and 'saving' not in p.stdout
+    assert (tmp_path / 'ckpt.pt').read_bytes() == before # not even with a cropped block_size to write
+    p = train(tmp_path, '--eval_only=True') # a new run from scratch in the same out_dir: told before anything is replaced
+    assert "holds an earlier run's ckpt.pt, which this new run replaces" in p.stdout
+
+
+def test_resume_with_a_smaller_block_size_crops_the_position_embeddings_and_their_adamw_moments(tmp_path):
+    first = train(tmp_path, '--max_iters=2', '--eval_interval=2') # block_size 32
+    assert 'warning' not in first.stdout
+    train(tmp_path, '--init_from=resume', '--block_size=16', '--max_iters=3', '--eval_interval=3')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ckpt['model_args']['block_size'] == 16 and ckpt['model']['transformer.wpe.weight'].shape == (16, 32)
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), 'cpu')
+    optimizer.load_state_dict(ckpt['optimizer'])
+    for group in optimizer.param_groups: # every moment has its parameter's shape, as a strict loader needs
+        for p in group['params']:
+            assert optimizer.state[p]['exp_avg'].shape == optimizer.state[p]['exp_avg_sq'].shape == p.shape

@@ -21,7 +21,7 @@ import time
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here))) # the repo root, for model.py and configurator.py
 from configurator import configure
-from model import GPT2_EOT, UserError, exit_on_user_error, gpt2_encoding, write_token_shards
+from model import GPT2_EOT, UserError, exit_on_user_error, first_line, gpt2_encoding, write_token_shards
 
 # -----------------------------------------------------------------------------
 files = '' # comma-separated local .txt/.json/.jsonl files, globs or directories; '' = Hugging Face's openwebtext
@@ -80,7 +80,12 @@ else:
     for loader, paths in by_loader.items():
         print(f"loading {len(paths)} {loader} file(s)")
         extra = {'sample_by': text_sample_by} if loader == 'text' else {}
-        part = load_dataset(loader, data_files=paths, split='train', **extra)
+        try:
+            part = load_dataset(loader, data_files=paths, split='train', **extra)
+        except Exception as e: # the loaders wrap what went wrong (e.g. a UnicodeDecodeError) in errors of their own
+            cause = e.__cause__ or e
+            raise UserError(f"could not read {', '.join(paths)[:200]} ({type(cause).__name__}: {first_line(cause)}): "
+                            f"give UTF-8 text (.txt), or JSON records with a {text_field!r} field (.json/.jsonl)")
         field = 'text' if loader == 'text' else text_field
         if field not in part.column_names:
             raise UserError(f"the json records have no field {field!r} (they have {part.column_names}): set --text_field")

@@ -14,7 +14,7 @@ import numpy as np
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here))) # the repo root, for model.py
-from model import exit_on_user_error, gpt2_encoding
+from model import exit_on_user_error, gpt2_encoding, read_utf8
 
 DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 TRAIN_FRACTION = 0.9
@@ -39,8 +39,7 @@ if not os.path.exists(input_file_path):
     except OSError as e:
         fail(f"could not download Tiny Shakespeare ({e}). Offline? Put the file at {input_file_path} and run again.")
 
-with open(input_file_path, 'r', encoding='utf-8') as f:
-    data = f.read()
+data = read_utf8(input_file_path, 'the text')
 if not data:
     fail(f"{input_file_path} is empty: delete it to download Tiny Shakespeare again, or put a text file there")
 print(f"length of dataset in characters: {len(data):,}")

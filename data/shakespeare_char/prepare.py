@@ -39,8 +39,12 @@ if not os.path.exists(input_file_path):
     except OSError as e:
         fail(f"could not download Tiny Shakespeare ({e}). Offline? Put the file at {input_file_path} and run again.")
 
-with open(input_file_path, 'r', encoding='utf-8') as f:
-    data = f.read()
+try:
+    with open(input_file_path, 'r', encoding='utf-8') as f:
+        data = f.read()
+except UnicodeDecodeError as e:
+    fail(f"{input_file_path} is not UTF-8 text ({e.reason} at byte {e.start:,}): convert it, "
+         f"e.g. iconv -f latin1 -t utf-8 input.txt > utf8.txt, then rename utf8.txt to input.txt")
 if not data:
     fail(f"{input_file_path} is empty: delete it to download Tiny Shakespeare again, or put a text file there")
 print(f"length of dataset in characters: {len(data):,}")
