@@ -589,7 +589,8 @@ def save_run_checkpoint(checkpoint, out_dir, best=False, keep_last=0):
     """
     Write out_dir/ckpt.pt (what init_from='resume' and sample.py read). best=True also makes it
     out_dir/best.pt, which only a better eval replaces. keep_last > 0 also keeps it as
-    ckpt_<iter>.pt and deletes the older history files beyond the keep_last newest.
+    ckpt_<iter>.pt and deletes the older history files beyond the keep_last newest. Files of later iters than
+    this one were left by a run the user rolled back (cp ckpt_<iter>.pt ckpt.pt, then resume): they count as oldest.
     best.pt and the history are hard links to the file just written: they cost no time or space,
     and a later os.replace of ckpt.pt leaves them untouched.
     """
@@ -599,8 +600,10 @@ def save_run_checkpoint(checkpoint, out_dir, best=False, keep_last=0):
         _link_atomic(path, os.path.join(out_dir, BEST_CKPT))
     if keep_last > 0:
         _link_atomic(path, os.path.join(out_dir, f"ckpt_{checkpoint['iter_num']:08d}.pt"))
-        history = sorted((int(m.group(1)), name) for name in os.listdir(out_dir) if (m := HISTORY_CKPT.match(name)))
-        for _, name in history[:-keep_last]: # only our own numbered files, oldest first, after the new one is safe
+        now = checkpoint['iter_num']
+        history = sorted((int(m.group(1)) <= now, int(m.group(1)), name)
+                         for name in os.listdir(out_dir) if (m := HISTORY_CKPT.match(name)))
+        for *_, name in history[:-keep_last]: # only our own numbered files, oldest first, after the new one is safe
             os.remove(os.path.join(out_dir, name))
     return path
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, run
-from model import GPT, LossGuard, load_checkpoint
+from model import GPT, LossGuard, load_checkpoint, save_run_checkpoint
 from test_train import assert_same_training_state, losses, train
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -70,6 +70,17 @@ def test_best_checkpoint_survives_worse_evals_and_keep_last_prunes_the_history(t
     vals.update({int(i): float(v) for i, v in re.findall(r'^step (\d+): .* val loss ([\d.]+)', first.stdout, re.M)})
     assert best['iter_num'] == min((v, i) for i, v in vals.items() if i > 0)[1]
     assert_same_training_state(ckpt(tmp_path / 'ckpt_00000010.pt'), latest)
+
+
+def test_keep_last_after_a_rollback_keeps_the_new_saves_and_prunes_the_abandoned_ones(tmp_path):
+    """The README's rollback, cp ckpt_<iter>.pt ckpt.pt and resume: the resumed run's saves are the newest history."""
+    for it in (5, 10, 15): # the run the user went back from
+        save_run_checkpoint({'iter_num': it}, str(tmp_path), keep_last=3)
+    history = lambda: sorted(n for n in os.listdir(tmp_path) if n.startswith('ckpt_'))
+    assert history() == ['ckpt_00000005.pt', 'ckpt_00000010.pt', 'ckpt_00000015.pt']
+    for it in (6, 8): # resumed from iter 5
+        save_run_checkpoint({'iter_num': it}, str(tmp_path), keep_last=3)
+    assert history() == ['ckpt_00000005.pt', 'ckpt_00000006.pt', 'ckpt_00000008.pt']
 
 
 def wait_for(condition, timeout=60, what='the condition', poll=0.005):
