@@ -864,10 +864,10 @@ def load_optimizer_state(model, optimizer, optim_state, sharded=False):
     # a model resumed with a smaller block_size has a cropped wpe (crop_block_size): crop its saved moments alike
     params = [p for g in optimizer.param_groups for p in g['params']]
     for i, state in optim_state['state'].items():
-        rows = params[i].shape[0] if params[i].dim() else None
+        p = params[i]
         for k, v in state.items():
-            if torch.is_tensor(v) and v.dim() == params[i].dim() > 0 and v.shape[1:] == params[i].shape[1:] and len(v) > rows:
-                state[k] = v[:rows]
+            if torch.is_tensor(v) and v.dim() == p.dim() > 0 and v.shape[1:] == p.shape[1:] and len(v) > len(p):
+                state[k] = v[:len(p)]
     if not sharded:
         optimizer.load_state_dict(optim_state)
     else:

@@ -81,7 +81,7 @@ if meta is not None:
 else:
     # no meta.pkl: assume GPT-2 encodings by default
     if model.config.vocab_size < GPT2_VOCAB_SIZE:
-        where = f"data/{dataset}/ has no meta.pkl" if dataset else "a model from init_from has no meta.pkl"
+        where = f"data/{dataset}/ has no meta.pkl" if dataset else f"no meta.pkl comes with init_from={init_from!r}"
         raise UserError(f"the model has {model.config.vocab_size} tokens, too few for GPT-2's tokenizer ({GPT2_VOCAB_SIZE:,}), "
                         f"and {where} to decode them: prepare its dataset again (python data/<name>/prepare.py) "
                         f"and sample its checkpoint with init_from='resume'")
