@@ -54,9 +54,9 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import (GPT, GPTConfig, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens, load_meta, resolve_device,
-                   resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops, keep_freed_memory,
-                   prepare_for_sampling)
+from model import (GPT, GPTConfig, GPT2_PADDED_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens,
+                   load_meta, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops,
+                   keep_freed_memory, prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
@@ -121,7 +121,7 @@ if real_data:
     data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
     data = open_tokens(data_dir, 'train', block_size + 1)
     meta = load_meta(data_dir)
-    vocab_size = meta['vocab_size'] if meta else 50304
+    vocab_size = meta['vocab_size'] if meta else GPT2_PADDED_VOCAB_SIZE
     offsets = np.arange(block_size + 1)
     np.random.seed(seed)
     batches = [] # drawn once: the timed steps measure the model, not the data loader, and both runs see the same data

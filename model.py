@@ -10,6 +10,7 @@ References:
 2) huggingface/transformers PyTorch implementation: modeling_gpt2.py
 """
 
+import atexit
 import math
 import os
 import pickle
@@ -30,10 +31,14 @@ from torch.nn import functional as F
 # -----------------------------------------------------------------------------
 # the model
 
+GPT2_EOT = 50256 # <|endoftext|>, the token between documents
+GPT2_VOCAB_SIZE = GPT2_EOT + 1 # GPT-2's BPE: 50,257 token ids
+GPT2_PADDED_VOCAB_SIZE = 50304 # GPT-2's ids padded up to a multiple of 64: the lm_head matmul runs faster
+
 @dataclass
 class GPTConfig:
     block_size: int = 1024
-    vocab_size: int = 50304 # GPT-2's 50257 padded up to a multiple of 64 for speed
+    vocab_size: int = GPT2_PADDED_VOCAB_SIZE
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
@@ -611,11 +616,13 @@ def prepare_out_dir(out_dir, create=True):
     """
     Check that out_dir takes files (creating it first if asked), before any training time is spent.
     Delete the temp files of saves that a crash cut short (the checkpoints they were replacing are
-    intact) and return their names.
+    intact) and return their names. An out_dir created here that is still empty when the process
+    exits (the run failed a later check, or stopped before its first save) is removed again.
     """
     try:
-        if create:
-            os.makedirs(out_dir, exist_ok=True)
+        if create and not os.path.isdir(out_dir):
+            os.makedirs(out_dir)
+            atexit.register(_remove_if_empty, out_dir)
     except OSError as e:
         raise UserError(f"out_dir={out_dir!r} cannot be created ({e.strerror}): choose another --out_dir")
     if not os.path.isdir(out_dir):
@@ -631,6 +638,12 @@ def prepare_out_dir(out_dir, create=True):
     for name in partial:
         os.remove(os.path.join(out_dir, name))
     return partial
+
+def _remove_if_empty(path):
+    try:
+        os.rmdir(path) # only ever removes an empty directory
+    except OSError:
+        pass # it holds files (a checkpoint was saved), or it is gone
 
 def rng_state():
     """
@@ -757,35 +770,41 @@ class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         raise UserError(f"it refers to {module}.{name}")
 
+def meta_file(data_dir):
+    """The file load_meta reads in data_dir: meta.json first, else nanoGPT's meta.pkl; None if neither is there."""
+    for name in ('meta.json', 'meta.pkl'):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            return path
+    return None
+
 def load_meta(data_dir):
     """
     The tokenizer metadata {'vocab_size', 'itos', 'stoi'} of a dataset, or None if it has none (GPT-2 BPE).
     meta.json is read first; meta.pkl (nanoGPT's format) only when there is no JSON, and only if it
     is a plain dict of plain values: a pickle that names any class or function is refused unread.
     """
-    json_path, pkl_path = os.path.join(data_dir, 'meta.json'), os.path.join(data_dir, 'meta.pkl')
+    path = meta_file(data_dir)
     fix = "run the dataset's prepare.py again"
-    if os.path.exists(json_path):
+    if path is None:
+        return None
+    if path.endswith('.json'):
         import json
         try:
-            with open(json_path, encoding='utf-8') as f:
+            with open(path, encoding='utf-8') as f:
                 raw = json.load(f)
             itos = dict(enumerate(raw['itos'])) # JSON keeps itos as a list: the token id is the index
             meta = {'vocab_size': raw['vocab_size'], 'itos': itos, 'stoi': {s: i for i, s in itos.items()}}
         except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{json_path} is not valid tokenizer metadata ({type(e).__name__}: {first_line(e)}): {fix}")
-        path = json_path
-    elif os.path.exists(pkl_path):
+            raise UserError(f"{path} is not valid tokenizer metadata ({type(e).__name__}: {first_line(e)}): {fix}")
+    else:
         try:
-            with open(pkl_path, 'rb') as f:
+            with open(path, 'rb') as f:
                 meta = _PlainUnpickler(f).load()
         except UserError as e:
-            raise UserError(f"{pkl_path} is not a plain dict ({e}), so it is not unpickled: it could run code; {fix}")
+            raise UserError(f"{path} is not a plain dict ({e}), so it is not unpickled: it could run code; {fix}")
         except Exception as e:
-            raise UserError(f"{pkl_path} is unreadable ({type(e).__name__}): {fix}")
-        path = pkl_path
-    else:
-        return None
+            raise UserError(f"{path} is unreadable ({type(e).__name__}): {fix}")
     if not isinstance(meta, dict) or not {'vocab_size', 'itos', 'stoi'} <= set(meta):
         raise UserError(f"{path} is not a dict with vocab_size, itos and stoi: {fix}")
     if (not isinstance(meta['vocab_size'], int) or not isinstance(meta['itos'], dict) or not isinstance(meta['stoi'], dict)
@@ -1068,8 +1087,6 @@ GPT2_SIZES = {
     'gpt2-large':  (36, 20, 1280), # 774M params
     'gpt2-xl':     (48, 25, 1600), # 1558M params
 }
-GPT2_EOT = 50256 # <|endoftext|>, the token between documents
-GPT2_VOCAB_SIZE = GPT2_EOT + 1 # GPT-2's BPE: 50,257 token ids
 MIN_SHARD_TOKENS = 2**20 # write_token_shards' smallest piece (2 MB of uint16)
 # the weights that Hugging Face's GPT-2 keeps in Conv1D modules, stored transposed relative to nn.Linear
 HF_CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
@@ -1230,7 +1247,7 @@ def export_hf(model, out_dir, vocab_size=None):
     from transformers import GPT2Config, GPT2LMHeadModel
     cfg = model.config
     if vocab_size is None:
-        vocab_size = GPT2_VOCAB_SIZE if cfg.vocab_size == 50304 else cfg.vocab_size
+        vocab_size = GPT2_VOCAB_SIZE if cfg.vocab_size == GPT2_PADDED_VOCAB_SIZE else cfg.vocab_size
     if not 0 < vocab_size <= cfg.vocab_size:
         raise UserError(f"vocab_size={vocab_size} must be in 1..{cfg.vocab_size} (the model's vocab_size)")
     eot = GPT2_EOT if vocab_size > GPT2_EOT else None # only a GPT-2 vocabulary has <|endoftext|>

@@ -9,8 +9,8 @@ import os
 import torch
 
 from configurator import configure
-from model import (GPT, GPT2_SIZES, GPT2_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained, load_meta,
-                   read_utf8, resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
+from model import (GPT, GPT2_SIZES, GPT2_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained,
+                   load_meta, meta_file, read_utf8, resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
 init_from = 'resume' # 'resume' (the ckpt.pt in out_dir), 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
@@ -65,13 +65,15 @@ else: # GPT-2 weights: GPT-2's tokenizer
 model = prepare_for_sampling(model, device, dtype)
 
 # the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
-meta = load_meta(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)) if dataset else None
+data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset) if dataset else None
+meta = load_meta(data_dir) if dataset else None
 if meta is not None:
-    print(f"Loading meta from data/{dataset}/meta.pkl...")
+    meta_path = os.path.join('data', dataset, os.path.basename(meta_file(data_dir))) # meta.json, or nanoGPT's meta.pkl
+    print(f"Loading meta from {meta_path}...")
     stoi, itos = meta['stoi'], meta['itos']
     if meta['vocab_size'] != model.config.vocab_size:
-        raise UserError(f"data/{dataset}/meta.pkl has vocab_size {meta['vocab_size']} but the model has "
-                        f"{model.config.vocab_size}: the dataset was prepared again differently; use the matching meta.pkl")
+        raise UserError(f"{meta_path} has vocab_size {meta['vocab_size']} but the model has "
+                        f"{model.config.vocab_size}: the dataset was prepared again differently; prepare it as the model was")
     def encode(s):
         unknown = sorted(set(c for c in s if c not in stoi))
         if unknown:

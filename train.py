@@ -28,11 +28,12 @@ from torch.distributed import init_process_group, destroy_process_group, all_red
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure, config_keys
-from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, GPT2_VOCAB_SIZE, UserError, exit_on_user_error, cosine_lr, load_meta,
-                   open_tokens, is_pretrained, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context,
-                   device_peak_flops, step_windows, shard_model, full_state_dicts, load_model_state, load_optimizer_state,
-                   save_run_checkpoint, load_checkpoint, clean_state_dict, prepare_out_dir, first_line,
-                   rng_state, restore_rng_state, LossGuard, GracefulStop, resume_command, keep_freed_memory)
+from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, GPT2_VOCAB_SIZE, GPT2_PADDED_VOCAB_SIZE, UserError,
+                   exit_on_user_error, cosine_lr, load_meta, meta_file, open_tokens, is_pretrained, resolve_device,
+                   resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops, step_windows, shard_model,
+                   full_state_dicts, load_model_state, load_optimizer_state, save_run_checkpoint, load_checkpoint,
+                   clean_state_dict, prepare_out_dir, first_line, rng_state, restore_rng_state, LossGuard, GracefulStop,
+                   resume_command, keep_freed_memory)
 
 # -----------------------------------------------------------------------------
 # default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
@@ -202,7 +203,7 @@ train_seconds = 0.0
 meta = load_meta(data_dir)
 meta_vocab_size = meta['vocab_size'] if meta else None
 if meta_vocab_size is not None and master_process:
-    print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.pkl')})")
+    print(f"found vocab_size = {meta_vocab_size} (inside {meta_file(data_dir)})")
 
 model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
                   bias=bias, vocab_size=None, dropout=dropout) # start with model_args from command line
@@ -210,7 +211,7 @@ checkpoint = None
 if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
-    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
+    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else GPT2_PADDED_VOCAB_SIZE
     model = GPT(GPTConfig(**model_args))
 elif init_from != 'resume':
     if master_process:

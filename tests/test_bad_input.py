@@ -81,7 +81,7 @@ def world(tmp_path_factory):
     (w / 'latin1.txt').write_bytes('café'.encode('latin-1'))
     (w / 'bad_json' / 'meta.json').write_text('{"vocab_size": 65, "itos": ')
 
-    os.makedirs(w / 'scratch_out') # the out_dir of the runs from scratch: it exists, as a failed run must not create it
+    # the runs from scratch use out_dir={w}/scratch_out, which does not exist: a run that fails must not leave it behind
     (w / 'a_file').write_text('not a directory')
     os.makedirs(w / 'readonly')
     os.chmod(w / 'readonly', 0o555)

@@ -158,12 +158,14 @@ def test_prepare_openwebtext_from_local_files_writes_exactly_tiktokens_stream(tm
     for i, d in enumerate(docs):
         (corpus / f'{i}.txt').write_text(d, encoding='utf-8')
     records = [f"json record number {i}, saying something {'long ' * i}" for i in range(9)]
-    (tmp_path / 'more.jsonl').write_text(''.join(json.dumps({'text': r}) + '\n' for r in records), encoding='utf-8')
+    lines = [json.dumps({'text': r}) for r in records] + [json.dumps({'text': None})] * 2 # null records are dropped
+    (tmp_path / 'more.jsonl').write_text(''.join(line + '\n' for line in lines), encoding='utf-8')
     docs += records
     out = tmp_path / 'out'
     p = run('data/openwebtext/prepare.py', f'--files={corpus}/*.txt,{tmp_path / "more.jsonl"}', f'--out_dir={out}',
             '--num_proc=2', '--n_shards=3', env_extra=dict(NO_NETWORK, HF_DATASETS_CACHE=str(tmp_path / 'hf')))
     assert re.search(r'tokenized and wrote [\d,]+ tokens in [\d.]+s: [\d,]+ tokens/s', p.stdout)
+    assert "dropped 2 record(s) whose 'text' is null" in p.stdout
     enc = gpt2_encoding()
     expected = sorted(enc.encode_ordinary(d) + [50256] for d in docs)
     got = {}
@@ -186,6 +188,10 @@ def test_prepare_openwebtext_bad_files_give_one_line_errors(tmp_path, bpe_cache)
     p = run('data/openwebtext/prepare.py', f'--files={tmp_path / "latin1.txt"}', f'--out_dir={tmp_path}', check=False,
             env_extra={'HF_DATASETS_DISABLE_PROGRESS_BARS': '1'}) # the loader's progress bar would be more stderr lines
     assert 'UnicodeDecodeError' in one_line_error(p) and 'give UTF-8 text' in one_line_error(p)
+    (tmp_path / 'numbers.jsonl').write_text('{"text": 1}\n{"text": 2}\n')
+    p = run('data/openwebtext/prepare.py', f'--files={tmp_path / "numbers.jsonl"}', f'--out_dir={tmp_path}', check=False,
+            env_extra={'HF_DATASETS_DISABLE_PROGRESS_BARS': '1', 'HF_DATASETS_CACHE': str(tmp_path / 'hf')})
+    assert "the json field 'text' holds int64, not text" in one_line_error(p)
 
 
 def test_token_files_are_written_in_shards_and_refuse_ids_beyond_uint16(tmp_path):

@@ -246,13 +246,17 @@ def test_a_checkpoint_that_needs_the_unsafe_loader_loads_only_with_the_flag_and_
 
 
 def test_prepare_writes_meta_json_and_it_is_read_before_the_pickle(char_data, tmp_path):
-    from model import load_meta
+    from model import load_meta, meta_file
     import json
     import shutil
     with open(os.path.join(char_data, 'meta.json')) as f:
         raw = json.load(f)
     assert raw['vocab_size'] == 65 and ''.join(raw['itos'])[:5] == "\n !$&"
     assert load_meta(char_data) == load_meta_from_pickle_only(char_data, tmp_path)
+    # meta_file names the file that was read, for messages: the JSON, nanoGPT's pickle alone, or none
+    assert meta_file(char_data) == os.path.join(char_data, 'meta.json')
+    assert meta_file(tmp_path / 'only_pickle') == str(tmp_path / 'only_pickle' / 'meta.pkl')
+    assert meta_file(tmp_path) is None and load_meta(tmp_path) is None
     shutil.copy(os.path.join(char_data, 'meta.pkl'), tmp_path / 'meta.pkl')
     (tmp_path / 'meta.json').write_text(json.dumps({'vocab_size': 2, 'itos': ['a', 'b']}))
     assert load_meta(tmp_path) == {'vocab_size': 2, 'itos': {0: 'a', 1: 'b'}, 'stoi': {'a': 0, 'b': 1}}

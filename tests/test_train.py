@@ -132,7 +132,7 @@ def test_sample_loads_a_nanogpt_checkpoint(tmp_path):
     torch.save({'model': state, 'optimizer': opt.state_dict(), 'model_args': cfg, 'iter_num': 10,
                 'best_val_loss': torch.tensor(2.5), 'config': {'dataset': 'shakespeare_char'}}, tmp_path / 'ckpt.pt')
     p = run('sample.py', f'--out_dir={tmp_path}', '--num_samples=1', '--max_new_tokens=10')
-    assert 'Loading meta from data/shakespeare_char/meta.pkl' in p.stdout
+    assert 'Loading meta from data/shakespeare_char/meta.json' in p.stdout # prepare.py writes it beside meta.pkl
     resumed = train(tmp_path, '--init_from=resume', '--max_iters=12', '--eval_interval=12', '--bias=False')
     assert 'iter 11:' in resumed.stdout
 

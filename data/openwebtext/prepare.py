@@ -89,8 +89,15 @@ else:
         field = 'text' if loader == 'text' else text_field
         if field not in part.column_names:
             raise UserError(f"the json records have no field {field!r} (they have {part.column_names}): set --text_field")
+        kind = getattr(part.features[field], 'dtype', type(part.features[field]).__name__)
+        if kind not in ('string', 'large_string', 'null'): # 'null': every record's field is null, dropped below
+            raise UserError(f"the json field {field!r} holds {kind}, not text: set --text_field to the field with the documents")
         parts.append(part.select_columns([field]).rename_column(field, 'text') if field != 'text' else part.select_columns(['text']))
     dataset = concatenate_datasets(parts)
+    n_docs = len(dataset)
+    dataset = dataset.filter(lambda batch: [t is not None for t in batch['text']], batched=True, desc='dropping null documents')
+    if len(dataset) < n_docs:
+        print(f"dropped {n_docs - len(dataset):,} record(s) whose {text_field!r} is null")
 if len(dataset) < 2:
     raise UserError(f"only {len(dataset)} document(s): a train/val split needs at least 2")
 
