@@ -26,9 +26,12 @@ class ConfigError(Exception):
 
 
 def config_keys(namespace):
-    """The settings of a script: its plain (int, float, bool, str) globals that do not start with '_'."""
+    """
+    The settings of a script: its plain (int, float, bool, str) globals that do not start with '_'.
+    ALL_CAPS names are constants (GPT2_VOCAB_SIZE, imported from model.py), not settings.
+    """
     return {k: v for k, v in namespace.items()
-            if not k.startswith('_') and isinstance(v, (int, float, bool, str))}
+            if not k.startswith('_') and not k.isupper() and isinstance(v, (int, float, bool, str))}
 
 
 def _closest(key, valid):

@@ -73,6 +73,7 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
+muon = False # True: Muon (torch.optim.Muon) for the blocks' weight matrices, AdamW for the rest; fewer steps to a loss (README: Muon)
 # learning rate decay settings
 decay_lr = True # whether to decay the learning rate
 warmup_iters = 2000 # how many steps to warm up for
@@ -142,6 +143,9 @@ else:
 if fsdp and not ddp:
     raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
                     "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
+if fsdp and muon:
+    raise UserError("muon=True needs each weight matrix whole (it orthogonalizes the update of the full matrix), "
+                    "and fsdp=True shards them: use DDP (drop --fsdp) or AdamW (drop --muon)")
 if fsdp and (resolve_dtype(dtype, device) if dtype == 'auto' else dtype) == 'float16': # 'auto' gives fp16 on pre-bf16 GPUs
     raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
                     "use dtype='bfloat16' or 'float32'")
@@ -216,10 +220,17 @@ if init_from == 'scratch':
 elif init_from != 'resume':
     if master_process:
         print(f"Initializing from GPT-2 weights: {init_from}")
-    if meta_vocab_size is not None:
+    if meta_vocab_size is not None and init_from in GPT2_SIZES: # said before a download of OpenAI's weights
         raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 weights "
                         f"need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+    # a local directory may hold any vocabulary (export_hf of a char-level model): it must be the dataset's
+    if meta_vocab_size is not None and meta_vocab_size != model.config.vocab_size:
+        raise UserError(f"dataset {dataset!r} has its own vocabulary ({meta_vocab_size} tokens) but the weights {init_from} "
+                        f"have vocab_size {model.config.vocab_size}: use the dataset they were trained on")
+    if meta_vocab_size is None and model.config.vocab_size < GPT2_VOCAB_SIZE:
+        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), but the "
+                        f"weights {init_from} have vocab_size {model.config.vocab_size}: use the dataset they were trained on")
     # the architecture is the weights'; a setting the user gave that contradicts it is an error
     for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
         if k in changed and changed[k] != getattr(model.config, k):
@@ -243,6 +254,10 @@ else:
     if block_size > ckpt_args['block_size']:
         raise UserError(f"block_size={block_size} is larger than the checkpoint's {ckpt_args['block_size']}: "
                         f"a model cannot attend further than it was built for; use block_size <= {ckpt_args['block_size']}")
+    ckpt_muon = bool((checkpoint.get('config') or {}).get('muon', False)) # nanoGPT's checkpoints: AdamW
+    if muon != ckpt_muon:
+        raise UserError(f"muon={muon} but the run in {out_dir} was trained with muon={ckpt_muon}, and its saved optimizer "
+                        f"state is for that optimizer: resume with --muon={ckpt_muon}")
     if meta_vocab_size is not None and meta_vocab_size != ckpt_args['vocab_size']:
         raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} but the checkpoint in {out_dir} has "
                         f"{ckpt_args['vocab_size']}: resume with the dataset it was trained on")
@@ -279,7 +294,7 @@ if seed_offset: # dropout masks differ per rank
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 
 # optimizer
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon=muon)
 if checkpoint is not None:
     load_optimizer_state(model, optimizer, checkpoint['optimizer'], fsdp)
     if checkpoint.get('scaler') and scaler.is_enabled():

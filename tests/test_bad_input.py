@@ -62,6 +62,8 @@ def world(tmp_path_factory):
     torch.save(other_vocab, w / 'vocab100' / 'ckpt.pt')
     os.makedirs(w / 'garbage')
     (w / 'garbage' / 'ckpt.pt').write_bytes(b'this is not a checkpoint' * 100)
+    os.makedirs(w / 'json_ckpt')
+    (w / 'json_ckpt' / 'ckpt.pt').write_text('{"model": 1}\n') # torch's weights-only loader calls this an 'Unsupported operand'
     os.makedirs(w / 'truncated')
     data = (w / 'out' / 'ckpt.pt').read_bytes()
     (w / 'truncated' / 'ckpt.pt').write_bytes(data[:len(data) // 2])
@@ -156,6 +158,9 @@ CASES = [
     ('sample: prompt outside vocab', 'sample.py', [*SAMPLE, '--start=café'], "not in the model's vocabulary: 'é'"),
     ('sample: no checkpoint', 'sample.py', [*SAMPLE, '--out_dir={w}/nothing'], 'no checkpoint at'),
     ('sample: truncated ckpt.pt', 'sample.py', [*SAMPLE, '--out_dir={w}/truncated'], 'truncated or corrupt'),
+    ('sample: JSON as ckpt.pt', 'sample.py', [*SAMPLE, '--out_dir={w}/json_ckpt'], 'truncated, corrupt, or another format'),
+    ('sample: JSON, unsafe_load', 'sample.py', [*SAMPLE, '--out_dir={w}/json_ckpt', '--unsafe_load=True'],
+     'not a readable checkpoint'),
     ('sample: other vocab', 'sample.py', [*SAMPLE, '--out_dir={w}/vocab100'], 'has vocab_size 65 but the model has 100'),
     # bench.py
     ('export_hf to a file', 'model.py', ['export_hf', '{w}/out', '{w}/a_file'], 'it is a file'),

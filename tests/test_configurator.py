@@ -91,6 +91,12 @@ def test_train_help_lists_every_key_with_its_default():
     for line in ("--batch_size", "= 12", "--dataset", "'openwebtext'", "--learning_rate", "--compile", "--device", "'auto'"):
         assert line in out
     assert out.count('\n  --') >= 35 # every setting of train.py
+    assert '--GPT2_VOCAB_SIZE' not in out and '--GELU_KEY' not in out # constants imported from model.py are not settings
+
+
+def test_constants_are_not_settings():
+    from configurator import config_keys
+    assert config_keys({'n_layer': 12, 'GPT2_VOCAB_SIZE': 50257, 'GELU_KEY': 'gelu_approximate', '_private': 1}) == {'n_layer': 12}
 
 
 @pytest.mark.parametrize('script', ['train.py', 'sample.py'])

@@ -279,6 +279,17 @@ def test_finetune_a_hf_gpt2_dir_with_train_py_then_sample(tmp_path, hf_dir, bpe_
     assert p.stdout.count('Hello') >= 1
 
 
+def test_finetuning_local_weights_needs_a_dataset_of_their_vocabulary(tmp_path, bpe_data, char_data):
+    """A local directory may hold a char-level model (export_hf of one): it fine-tunes on its own char data only."""
+    char_hf = tiny_hf(tmp_path / 'char-hf', vocab_size=65, bos_token_id=0, eos_token_id=0) # GPT-2's 50256 is out of range
+    args = [f'--init_from={char_hf}', f'--out_dir={tmp_path / "out"}', '--block_size=16', '--batch_size=2',
+            '--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--compile=False', '--device=cpu']
+    p = run('train.py', *args, '--dataset=shakespeare', check=False) # GPT-2 token ids: 65 embeddings are too few
+    assert "its tokens are GPT-2's (50,257 ids), but the weights" in one_line_error(p)
+    p = run('train.py', *args, '--dataset=shakespeare_char')
+    assert 'Initializing from GPT-2 weights' in p.stdout and 'iter 1:' in p.stdout
+
+
 def test_export_hf_gives_transformers_the_same_logits(tmp_path):
     """A bias=False model with the padded 50304 vocab, through python model.py export_hf, and back again."""
     torch.manual_seed(0)

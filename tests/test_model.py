@@ -1,11 +1,13 @@
 """What model.py promises: GPT-2's architecture and init, nanoGPT's names, exact attention and KV-cache decoding."""
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, MODEL_ARGS, PackedLinear, UserError, packed_linear_supported, cosine_lr, prepare_for_sampling
+from model import (GPT, GPTConfig, MODEL_ARGS, MuonFp32, PackedLinear, UserError, packed_linear_supported, cosine_lr,
+                   prepare_for_sampling)
 
 def tiny(**kw):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
@@ -148,6 +150,65 @@ def test_optimizer_decays_only_matrices_and_is_fused_on_cpu():
     assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in nodecay['params'])
     assert len(decay['params']) + len(nodecay['params']) == len(list(model.parameters()))
     assert opt.defaults['fused'] is True
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    model = tiny()
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', muon=True)
+    decay, nodecay, muon = opt.param_groups # one optimizer: AdamW's two groups, then Muon's
+    names = {p: n for n, p in model.named_parameters()}
+    assert sorted(names[p] for p in decay['params']) == ['transformer.wpe.weight', 'transformer.wte.weight']
+    assert all(p.dim() < 2 for p in nodecay['params']) and nodecay['weight_decay'] == 0.0
+    assert sorted(names[p].split('.', 3)[3] for p in muon['params']) == sorted(
+        ['attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight'] * 2)
+    assert muon['weight_decay'] == 0.1 and muon['adjust_lr_fn'] == 'match_rms_adamw'
+    assert sum(len(g['params']) for g in opt.param_groups) == len(list(model.parameters()))
+    for g in opt.param_groups: # the LR schedule sets one list of groups: both optimizers inside follow it
+        g['lr'] = 0.5
+    assert {g['lr'] for g in opt.adamw.param_groups + opt.muon.param_groups} == {0.5}
+
+
+def test_muon_fp32_makes_the_update_of_torchs_muon():
+    """MuonFp32 (for CPUs that only emulate bf16) is torch's Muon with the orthogonalization in fp32."""
+    torch.manual_seed(0)
+    ours, theirs = (torch.nn.Parameter(torch.randn(96, 32) * 0.02) for _ in range(2))
+    theirs.data.copy_(ours.data)
+    opts = [cls([p], lr=3e-3, weight_decay=0.1, adjust_lr_fn='match_rms_adamw') for cls, p in
+            ((MuonFp32, ours), (torch.optim.Muon, theirs))]
+    start = ours.detach().clone()
+    for _ in range(3):
+        grad = torch.randn(96, 32)
+        for opt, p in zip(opts, (ours, theirs)):
+            p.grad = grad.clone()
+            opt.step()
+    moved = (ours - start).abs().max().item()
+    assert moved > 1e-3 # it really stepped
+    assert (ours - theirs).abs().max().item() < 0.02 * moved # the same, to bf16's precision
+    assert opts[0].state_dict()['state'][0].keys() == opts[1].state_dict()['state'][0].keys() == {'momentum_buffer'}
+
+
+def test_muon_resumed_from_its_state_dict_continues_exactly():
+    """MuonWithAdamW saves and loads as one optimizer: k steps, save, load into a new one, more steps = no stop."""
+    def run(n_steps, model, opt):
+        torch.manual_seed(1)
+        for _ in range(n_steps):
+            idx = torch.randint(0, 50, (4, 17))
+            _, loss = model(idx[:, :-1], idx[:, 1:])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    straight = tiny()
+    opt = straight.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu', muon=True)
+    run(3, straight, opt)
+    saved_model, saved_opt = copy.deepcopy(straight.state_dict()), copy.deepcopy(opt.state_dict()) # as torch.save keeps them
+    run(3, straight, opt)
+    resumed = tiny()
+    resumed.load_state_dict(saved_model)
+    opt2 = resumed.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu', muon=True)
+    opt2.load_state_dict(saved_opt)
+    run(3, resumed, opt2)
+    for (n, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), n
 
 
 def full_recompute(model, idx, n):
