@@ -77,6 +77,7 @@ dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'f
 compile = False # torch.compile the model
 attn_impl = 'auto' # 'sdpa', 'math', or 'auto' (sdpa on GPUs, math on CPUs)
 fused_adamw = True # the fused AdamW kernel (False: the default for-each implementation)
+muon = False # the fast run steps with Muon for the blocks' matrices, AdamW for the rest (as train.py's muon=True)
 burnin_iters = 3 # untimed training steps first: allocation, autotuning, compilation
 measure_iters = 10 # timed training steps
 profile = False # run the torch profiler over the timed steps (or the generation) and write bench_trace.json
@@ -151,9 +152,9 @@ def timed_profile(run):
     prof.export_chrome_trace('bench_trace.json')
     print("wrote bench_trace.json (open it in chrome://tracing or https://ui.perfetto.dev)")
 
-def time_training(model, ctx, fused, compiled, profiled):
+def time_training(model, ctx, fused, compiled, profiled, with_muon=False):
     """Burn-in steps, then measure_iters timed ones. Returns seconds per step."""
-    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, fused=fused)
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, fused=fused, muon=with_muon)
     scaler = torch.amp.GradScaler(device_type, enabled=(ctx is not None and dtype == 'float16'))
     train_model = torch.compile(model) if compiled else model
     step_no = [0]
@@ -196,7 +197,7 @@ fp32 = autocast_context(device, 'float32')
 summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, batch_size=batch_size, block_size=block_size)
 if mode == 'train':
     tokens = batch_size * block_size
-    summary.update(compile=compile, fused_adamw=fused_adamw)
+    summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)
     if baseline: # before keep_freed_memory, which cannot be undone in this process
         model = new_model('sdpa' if device_type == 'cpu' else attn_impl)
         dt = time_training(model, fp32, False, False, False)
@@ -208,10 +209,10 @@ if mode == 'train':
     model = new_model(attn_impl)
     print(f"device {device}, dtype {dtype}, attention {attn_impl}, {model.get_num_params()/1e6:.2f}M parameters")
     peak = device_peak_flops(device, dtype, peak_flops)
-    dt = time_training(model, ctx, fused_adamw, compile, profile)
+    dt = time_training(model, ctx, fused_adamw, compile, profile, muon)
     peak = device_peak_flops(device, dtype, peak_flops, remeasure=True) # before and after the run: the better of two
     mfu = model.estimate_mfu(batch_size, dt, peak)
-    print(f"fast ({dtype}, {attn_impl} attention, fused_adamw={fused_adamw}, compile={compile}): "
+    print(f"fast ({dtype}, {attn_impl} attention, fused_adamw={fused_adamw}, muon={muon}, compile={compile}): "
           f"{dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s, MFU {mfu*100:.1f}% of a measured {peak/1e9:.0f} GFLOP/s")
     summary.update(ms_per_iter=f"{dt*1000:.2f}", tokens_per_s=f"{tokens/dt:.0f}", mfu=f"{mfu*100:.2f}")
     if baseline:

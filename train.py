@@ -140,12 +140,12 @@ else:
     # if not ddp, we are running on a single gpu, and one process
     ddp_rank, master_process, seed_offset, ddp_world_size = 0, True, 0, 1
     device = resolve_device(device)
-if fsdp and not ddp:
-    raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
-                    "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
 if fsdp and muon:
     raise UserError("muon=True needs each weight matrix whole (it orthogonalizes the update of the full matrix), "
                     "and fsdp=True shards them: use DDP (drop --fsdp) or AdamW (drop --muon)")
+if fsdp and not ddp:
+    raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
+                    "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
 if fsdp and (resolve_dtype(dtype, device) if dtype == 'auto' else dtype) == 'float16': # 'auto' gives fp16 on pre-bf16 GPUs
     raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
                     "use dtype='bfloat16' or 'float32'")

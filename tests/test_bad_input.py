@@ -147,6 +147,8 @@ CASES = [
     ('resume: truncated ckpt.pt', 'train.py', [*RESUME, '--out_dir={w}/truncated'], 'truncated or corrupt'),
     ('resume: larger block_size', 'train.py', [*RESUME, '--out_dir={w}/out', '--block_size=64'], 'block_size=64 is larger'),
     ('resume: other n_layer', 'train.py', [*RESUME, '--out_dir={w}/out', '--n_layer=3'], 'n_layer=3 but the checkpoint'),
+    ('resume: other optimizer', 'train.py', [*RESUME, '--out_dir={w}/out', '--muon=True'], 'resume with --muon=False'),
+    ('fsdp with muon', 'train.py', [*TRAIN, '--fsdp=True', '--muon=True'], 'muon=True needs each weight matrix whole'),
     ('resume: needs unsafe pickle', 'train.py', [*RESUME, '--out_dir={w}/unsafe'], 'rerun with --unsafe_load=True'),
     # sample.py
     ('sample: start=FILE: nothing', 'sample.py', [*SAMPLE, '--start=FILE:{w}/no_prompt.txt'], 'no such file'),
