@@ -4,6 +4,7 @@ nanoGPT-style baseline timed in the same run.
 
 $ python bench.py                                   # the shakespeare-char model shape, batch 8, random tokens
 $ python bench.py config/shakespeare_char_cpu.py    # the model shape and batch of a training config
+$ python bench.py config/gpt2.py --n_layer=12 --n_head=12 --n_embd=768 --vocab_size=50304 # shape from train.py's defaults
 $ python bench.py --dtype=float32 --attn_impl=sdpa  # one setting changed
 $ python bench.py --mode=sample --batch_size=1 --max_new_tokens=2000 --overflow=slide # generation
 $ python bench.py --profile=True                     # a torch profiler trace and the per-op table
@@ -14,7 +15,9 @@ runs on a CPU: fp32, F.scaled_dot_product_attention, the for-each (unfused) Adam
 allocator behaviour, and for sampling no KV cache. Then the settings asked for are timed, and the
 speed-up is printed. The last line is a summary that scripts can parse: 'bench: key=value key=value ...'.
 Keys that a training config sets but a benchmark does not need (out_dir, learning-rate schedule...)
-are accepted and ignored, so that any config file can be benchmarked.
+are accepted and ignored, so that any config file can be benchmarked. A config that leaves the model
+shape to train.py's defaults (config/gpt2.py: GPT-2 124M) or takes it from init_from gets this file's
+defaults instead: give the shape, as above; the summary line names the shape that was timed.
 
 In mode='sample' each variant generates one untimed short warm-up, then max_new_tokens timed
 tokens (burnin_iters and measure_iters count training steps only).
@@ -194,7 +197,8 @@ def time_sampling(model, ctx, cached, overflow, profiled):
     return batch_size * max_new_tokens / (time.perf_counter() - t0)
 
 fp32 = autocast_context(device, 'float32')
-summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, batch_size=batch_size, block_size=block_size)
+summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+               vocab_size=vocab_size, batch_size=batch_size, block_size=block_size)
 if mode == 'train':
     tokens = batch_size * block_size
     summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)

@@ -44,6 +44,8 @@ if top_k <= 0:
     raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size keeps every token)")
 if overflow not in OVERFLOW_MODES:
     raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
+if seed < 0:
+    raise UserError(f"seed={seed} must be >= 0")
 
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)

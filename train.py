@@ -354,11 +354,15 @@ def get_lr(it, seconds):
         it = warmup_iters + (lr_decay_iters - warmup_iters) * min(seconds / max_seconds, 1.0)
     return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)
 
+saves = 0 # checkpoints this process wrote
+
 def save(best):
     """Every rank calls it (FSDP gathers the full state dicts on rank 0); rank 0 writes."""
+    global saves
     model_state, optimizer_state = full_state_dicts(raw_model, optimizer, fsdp)
     if not master_process:
         return
+    saves += 1
     checkpoint = {
         'model': model_state,
         'optimizer': optimizer_state,
@@ -523,6 +527,10 @@ try:
         full = full_val_loss() # every rank takes part
         if master_process:
             print(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")
+    if master_process and saves == 0 and not always_save_checkpoint and iter_num > 0 and not eval_only and not stop_now:
+        # e.g. a fine-tune that only got worse: say so, rather than leave sample.py to find no checkpoint
+        print(f"no checkpoint written: the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False "
+              f"saves only improvements (--always_save_checkpoint=True saves every eval)")
     if ddp: # finish together: a gloo rank that tears down its group while rank 0 still saves can abort at exit
         torch.distributed.barrier()
 finally:

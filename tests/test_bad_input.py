@@ -154,6 +154,7 @@ CASES = [
     ('sample: start=FILE: nothing', 'sample.py', [*SAMPLE, '--start=FILE:{w}/no_prompt.txt'], 'no such file'),
     ('sample: prompt not UTF-8', 'sample.py', [*SAMPLE, '--start=FILE:{w}/latin1.txt'], 'is not UTF-8 text'),
     ('sample: char model, no meta.pkl', 'sample.py', [*SAMPLE, '--out_dir={w}/meta_gone'], "too few for GPT-2's tokenizer"),
+    ('sample: seed<0', 'sample.py', [*SAMPLE, '--seed=-1'], 'seed=-1 must be >= 0'),
     ('sample: top_k=0', 'sample.py', [*SAMPLE, '--top_k=0'], 'top_k=0 must be > 0'),
     ('sample: temperature=0', 'sample.py', [*SAMPLE, '--temperature=0.0'], 'temperature=0.0 must be > 0'),
     ('sample: max_new_tokens<0', 'sample.py', [*SAMPLE, '--max_new_tokens=-1'], 'max_new_tokens=-1 must be >= 0'),

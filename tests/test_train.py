@@ -111,6 +111,14 @@ def test_log_lines_show_loss_time_tokens_per_second_and_mfu(tmp_path):
     assert re.search(r'^full val loss [\d.]+ \(every block of val.bin', p.stdout, re.M)
 
 
+def test_a_run_that_never_improves_says_it_wrote_no_checkpoint(tmp_path):
+    """always_save_checkpoint=False saves improvements only: a diverging run ends with a line saying none was written."""
+    p = train(tmp_path / 'out', '--max_iters=6', '--eval_interval=2', '--always_save_checkpoint=False',
+              '--learning_rate=1.0', '--warmup_iters=0') # far too high: every val loss is above step 0's
+    assert 'no checkpoint written: the val loss never went below' in p.stdout
+    assert not (tmp_path / 'out').exists() # and the out_dir this run created is not left behind empty
+
+
 def test_sample_runs_end_to_end_from_a_checkpoint(tmp_path):
     train(tmp_path, '--max_iters=2', '--eval_interval=2')
     p = run('sample.py', f'--out_dir={tmp_path}', '--start=ROMEO:', '--num_samples=2', '--max_new_tokens=20')
