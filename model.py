@@ -301,7 +301,8 @@ class GPT(nn.Module):
         """
         param_dict = {pn: p for pn, p in self.named_parameters() if p.requires_grad}
         muon_params = [p for pn, p in param_dict.items() if muon and pn.startswith('transformer.h.') and p.dim() == 2]
-        decay_params = [p for p in param_dict.values() if p.dim() >= 2 and not any(p is q for q in muon_params)]
+        muon_ids = {id(p) for p in muon_params}
+        decay_params = [p for p in param_dict.values() if p.dim() >= 2 and id(p) not in muon_ids]
         nodecay_params = [p for p in param_dict.values() if p.dim() < 2]
         optim_groups = [
             {'params': decay_params, 'weight_decay': weight_decay},
