@@ -77,7 +77,7 @@ vocab_size = 65 # of the random tokens, when real_data=False
 seed = 1337
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
-compile = False # torch.compile the model
+compile = False # torch.compile the model (mode='sample': the one-token decoding step, see GPT.generate)
 attn_impl = 'auto' # 'sdpa', 'math', or 'auto' (sdpa on GPUs, math on CPUs)
 fused_adamw = True # the fused AdamW kernel (False: the default for-each implementation)
 muon = False # the fast run steps with Muon for the blocks' matrices, AdamW for the rest (as train.py's muon=True)
@@ -182,13 +182,16 @@ def time_training(model, ctx, fused, compiled, profiled, with_muon=False):
     sync()
     return (time.perf_counter() - t0) / measure_iters
 
-def time_sampling(model, ctx, cached, overflow, profiled):
-    """One untimed short generation, then max_new_tokens timed ones. Returns tokens/s."""
+def time_sampling(model, ctx, cached, overflow, profiled, compiled=False):
+    """One untimed short generation (which compiles, if compiled), then max_new_tokens timed ones. Returns tokens/s."""
     prompt = batches[0][0][:, :prompt_len] if prompt_len <= block_size else torch.randint(vocab_size, (batch_size, prompt_len), device=device)
-    generate = lambda n: model.generate(prompt, n, top_k=1, use_kv_cache=cached, overflow=overflow)
+    generate = lambda n: model.generate(prompt, n, top_k=1, use_kv_cache=cached, overflow=overflow, compile=compiled)
     with torch.no_grad(), ctx:
+        t0 = time.perf_counter()
         generate(min(max_new_tokens, 16))
         sync()
+        if compiled:
+            print(f"warm-up generation, compiling included: {time.perf_counter() - t0:.1f} s")
         if profiled:
             timed_profile(lambda: generate(max_new_tokens))
         t0 = time.perf_counter()
@@ -223,7 +226,7 @@ if mode == 'train':
         summary['speedup'] = f"{float(summary['baseline_ms_per_iter']) / (dt * 1000):.2f}"
         print(f"speed-up over the baseline: {summary['speedup']}x")
 else:
-    summary.update(prompt_len=prompt_len, max_new_tokens=max_new_tokens, kv_cache=kv_cache, overflow=overflow)
+    summary.update(prompt_len=prompt_len, max_new_tokens=max_new_tokens, kv_cache=kv_cache, overflow=overflow, compile=compile)
     if baseline:
         model = new_model('sdpa' if device_type == 'cpu' else attn_impl).eval()
         rate = time_sampling(model, fp32, False, 'recompute', False)
@@ -232,9 +235,9 @@ else:
         summary['baseline_tokens_per_s'] = f"{rate:.1f}"
     if device_type == 'cpu':
         keep_freed_memory()
-    model = prepare_for_sampling(new_model(attn_impl), device, dtype) # weights cast to dtype once: no autocast
-    rate = time_sampling(model, fp32, kv_cache, overflow, profile)
-    print(f"fast ({dtype} weights, KV cache {kv_cache}, overflow={overflow}): {rate:.1f} tokens/s")
+    model = prepare_for_sampling(new_model(attn_impl), device, dtype, compile) # weights cast to dtype once: no autocast
+    rate = time_sampling(model, fp32, kv_cache, overflow, profile, compile)
+    print(f"fast ({dtype} weights, KV cache {kv_cache}, overflow={overflow}, compile={compile}): {rate:.1f} tokens/s")
     summary['tokens_per_s'] = f"{rate:.1f}"
     if baseline:
         summary['speedup'] = f"{rate / float(summary['baseline_tokens_per_s']):.2f}"

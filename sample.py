@@ -25,6 +25,7 @@ device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'm
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
 kv_cache = True # False recomputes the whole context for every new token (slow; for checking)
 unsafe_load = False # True: load a checkpoint that holds more than tensors and plain values (can run code: trusted files only)
+compile = False # torch.compile the one-token decoding step (with kv_cache): ~15-40 s to compile on a CPU, then faster per token
 overflow = 'recompute' # past block_size: 'recompute' (exact, as nanoGPT; slow) or 'slide' (fast, slightly less context), see GPT.generate
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
@@ -64,7 +65,7 @@ else: # GPT-2 weights: GPT-2's tokenizer
     model.to(device)
     dataset = None
 # the weights are cast to dtype once (and packed on CPUs), instead of autocast casting them for every token
-model = prepare_for_sampling(model, device, dtype)
+model = prepare_for_sampling(model, device, dtype, compile)
 
 # the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset) if dataset else None
@@ -108,6 +109,6 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 # run generation
 with torch.no_grad():
     for k in range(num_samples):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache, overflow=overflow)
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache, overflow=overflow, compile=compile)
         print(decode(y[0].tolist()))
         print('---------------')

@@ -33,6 +33,12 @@ def test_sample_mode_times_generation_against_the_no_cache_fp32_baseline():
     assert float(s['speedup']) == round(float(s['tokens_per_s']) / float(s['baseline_tokens_per_s']), 2)
 
 
+def test_sample_mode_with_compile_times_the_compiled_decoding_step():
+    s = summary(run('bench.py', *SMALL, '--n_layer=1', '--mode=sample', '--max_new_tokens=40', '--baseline=False',
+                    '--compile=True', '--dtype=bfloat16').stdout)
+    assert s['compile'] == 'True' and s['dtype'] == 'bfloat16' and float(s['tokens_per_s']) > 0
+
+
 def test_real_data_reads_the_prepared_dataset(char_data):
     s = summary(run('bench.py', *SMALL, '--real_data=True', '--baseline=False').stdout)
     assert float(s['tokens_per_s']) > 0

@@ -281,6 +281,34 @@ def test_bf16_sampling_with_packed_weights_stays_close_to_fp32():
     assert (got == expected).float().mean() > 0.9, (got, expected)
 
 
+def test_the_fixed_shape_decoding_step_gives_the_logits_of_the_growing_cache():
+    """decode_step writes at a position tensor and attends to the whole cache under a mask: same logits as update()."""
+    model = tiny(bias=False).eval()
+    idx = torch.randint(0, 50, (2, 9))
+    with torch.no_grad():
+        growing, fixed = model._new_kv_caches(2, idx.device), model._new_kv_caches(2, idx.device)
+        model(idx[:, :4], kv_caches=growing)
+        model(idx[:, :4], kv_caches=fixed)
+        for n in range(4, 9):
+            expected, _ = model(idx[:, n:n + 1], kv_caches=growing)
+            got = model.decode_step(idx[:, n:n + 1], torch.tensor([n]), fixed)
+            assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.equal(fixed[0].k[:, :, :9], growing[0].k[:, :, :9]) # written at the same positions
+
+
+def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once():
+    import torch._dynamo.utils as dynamo_utils
+    model = sharp_tiny(n_layer=1)
+    prompt = torch.randint(0, 50, (2, 5))
+    with torch.no_grad():
+        for overflow in ('slide', 'recompute'): # 40 tokens: past block_size 16, where the cache is refilled
+            expected = model.generate(prompt, 40, top_k=1, overflow=overflow)
+            assert torch.equal(model.generate(prompt, 40, top_k=1, overflow=overflow, compile=True), expected)
+        graphs = dynamo_utils.counters['stats']['unique_graphs']
+        model.generate(prompt, 40, top_k=1, compile=True) # a new call, new caches, same shapes: no new compile
+        assert dynamo_utils.counters['stats']['unique_graphs'] == graphs
+
+
 def test_bf16_training_loss_tracks_fp32_within_0_02_over_200_steps():
     """Same init, same batches: autocast bf16 and fp32 loss curves, compared over windows of 20 steps."""
     torch.manual_seed(0)
