@@ -27,16 +27,11 @@ def test_baseline_false_times_only_the_fast_settings():
 
 
 def test_sample_mode_times_generation_against_the_no_cache_fp32_baseline():
-    s = summary(run('bench.py', *SMALL, '--mode=sample', '--max_new_tokens=40', '--overflow=slide').stdout)
-    assert s['kv_cache'] == 'True' and s['overflow'] == 'slide'
+    s = summary(run('bench.py', *SMALL, '--n_layer=1', '--mode=sample', '--max_new_tokens=40', '--overflow=slide',
+                    '--compile=True', '--dtype=bfloat16').stdout)
+    assert s['kv_cache'] == 'True' and s['overflow'] == 'slide' and s['compile'] == 'True' # the compiled decoding step
     assert float(s['tokens_per_s']) > 0 and float(s['baseline_tokens_per_s']) > 0
     assert float(s['speedup']) == round(float(s['tokens_per_s']) / float(s['baseline_tokens_per_s']), 2)
-
-
-def test_sample_mode_with_compile_times_the_compiled_decoding_step():
-    s = summary(run('bench.py', *SMALL, '--n_layer=1', '--mode=sample', '--max_new_tokens=40', '--baseline=False',
-                    '--compile=True', '--dtype=bfloat16').stdout)
-    assert s['compile'] == 'True' and s['dtype'] == 'bfloat16' and float(s['tokens_per_s']) > 0
 
 
 def test_real_data_reads_the_prepared_dataset(char_data):
