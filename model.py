@@ -217,7 +217,7 @@ class KVCache:
         """
         Write one position's keys and values at pos (a 1-element tensor, so that a compiled caller does not
         recompile for every position) and return the whole buffers with a (block_size,) mask of the positions
-        0..pos: the same shapes for every token. The caller advances self.len (see GPT.generate).
+        0..pos: the same shapes for every token. The caller advances self.len (run_compiled_decode_step).
         """
         self.k.index_copy_(2, pos, k.to(self.k.dtype))
         self.v.index_copy_(2, pos, v.to(self.v.dtype))
@@ -391,6 +391,9 @@ class GPT(nn.Module):
             raise UserError(f"top_k={top_k} must be > 0 (or None for no limit)")
         if overflow not in OVERFLOW_MODES:
             raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
+        if compile and any(isinstance(m, PackedLinear) for m in self.modules()):
+            raise UserError("compile=True needs the model prepared with prepare_for_sampling(..., compile=True): "
+                            "torch.compile cannot take PackedLinear's packed weights")
         block_size = self.config.block_size
         keep = max(1, block_size // 2) # what 'slide' keeps of a full cache
         b, t = idx.size()
