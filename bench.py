@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import (GPT, GPTConfig, GPT2_PADDED_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens,
+from model import (GPT, GPTConfig, Dropout, GPT2_PADDED_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens,
                    load_meta, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops,
                    keep_freed_memory, prepare_for_sampling)
 
@@ -147,11 +147,15 @@ else:
     fixed = torch.randint(vocab_size, (batch_size, block_size + 1), device=device)
     batches = [(fixed[:, :-1], fixed[:, 1:])]
 
-def new_model(impl):
+def new_model(impl, plain=False):
+    """The model to time; plain: as nanoGPT runs it (PyTorch's own dropout, which is slow on CPUs)."""
     torch.manual_seed(seed) # the baseline and the fast run start from the same weights
     m = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
                       bias=bias, vocab_size=vocab_size, dropout=dropout))
     m.set_attn_impl(impl)
+    for module in m.modules():
+        if isinstance(module, Dropout):
+            module.fast_cpu = not plain
     return m.to(device)
 
 def timed_profile(run):
@@ -215,7 +219,7 @@ if mode == 'train':
     tokens = batch_size * block_size
     summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)
     if baseline: # before keep_freed_memory, which cannot be undone in this process
-        model = new_model('sdpa' if device_type == 'cpu' else attn_impl)
+        model = new_model('sdpa' if device_type == 'cpu' else attn_impl, plain=True)
         dt = time_training(model, fp32, False, False, False)
         del model
         print(f"baseline (fp32, sdpa attention, for-each AdamW): {dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s")
@@ -237,7 +241,7 @@ if mode == 'train':
 else:
     summary.update(prompt_len=prompt_len, max_new_tokens=max_new_tokens, kv_cache=kv_cache, overflow=overflow, compile=compile)
     if baseline:
-        model = new_model('sdpa' if device_type == 'cpu' else attn_impl).eval()
+        model = new_model('sdpa' if device_type == 'cpu' else attn_impl, plain=True).eval()
         rate = time_sampling(model, fp32, False, 'recompute', False)
         del model
         print(f"baseline (fp32, no KV cache): {rate:.1f} tokens/s")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (GPT, GPTConfig, MODEL_ARGS, MuonFp32, PackedLinear, UserError, packed_linear_supported, cosine_lr,
+from model import (GPT, GPTConfig, Dropout, MODEL_ARGS, MuonFp32, PackedLinear, UserError, packed_linear_supported, cosine_lr,
                    prepare_for_sampling)
 
 def tiny(**kw):
@@ -126,6 +126,25 @@ def test_micro_steps_give_the_gradients_of_one_big_batch():
         (loss / k).backward()
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, big[n], atol=1e-6), n
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_cpu_dropout_drops_a_fraction_p_scales_the_rest_and_passes_gradients_through_the_same_mask(dtype):
+    """The CPU dropout draws its own mask (faster than bernoulli_): it must still be dropout, exactly."""
+    drop = Dropout(0.3).train()
+    x = torch.randn(400, 1000, dtype=dtype).requires_grad_()
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs((~kept).float().mean().item() - 0.3) < 0.003 # 400k draws: the standard error is 0.0007
+    assert torch.equal(y[kept], (x[kept].float() * (1 / 0.7)).to(dtype)) # scaled in fp32, rounded once
+    assert torch.equal(kept.sum(0) > 0, torch.ones(1000, dtype=torch.bool)) # no column always dropped or kept,
+    assert kept.float().mean(0).std() < 0.05                                 # no position favoured: independent bits
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, (kept.float() * (1 / 0.7)).to(dtype))
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y) # the global generator: seeded runs and resumed runs repeat their masks
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_cosine_lr_schedule_values():
