@@ -438,11 +438,15 @@ class GPT(nn.Module):
         caches = None
         checked = False # whether a compiled step of this call has run with dynamo's guards checked
         for n in range(t, t + max_new_tokens):
+            if caches is not None and caches[0].len < block_size and compile and use_kv_cache:
+                # the model and the sampling below in one compiled call: per token, the eager sampling ops
+                # and a second call into Python cost ~0.2 ms of a ~1.5 ms step here
+                last = run_compiled_decode_step(self, last, caches, temperature, top_k, check_guards=not checked)
+                checked = True
+                out[:, n:n + 1] = last
+                continue
             if not use_kv_cache:
                 logits, _ = self(out[:, max(0, n - block_size):n])
-            elif caches is not None and caches[0].len < block_size and compile:
-                logits = run_compiled_decode_step(self, last, caches, check_guards=not checked)
-                checked = True
             elif caches is not None and caches[0].len < block_size:
                 logits, _ = self(out[:, n - 1:n], kv_caches=caches) # the cache holds everything before it
             else:
@@ -453,18 +457,17 @@ class GPT(nn.Module):
                 for cache in caches:
                     cache.len = 0
                 logits, _ = self(out[:, max(0, n - context):n], kv_caches=caches)
-            logits = logits[:, -1, :].float() / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits = logits.masked_fill(logits < v[:, [-1]], -float('Inf'))
-            probs = F.softmax(logits, dim=-1)
-            last = torch.multinomial(probs, num_samples=1) # (b, 1), contiguous: what the compiled step was made for
+            last = sample_next(logits, temperature, top_k) # (b, 1), contiguous: what the compiled step was made for
             out[:, n:n + 1] = last
         return out
 
     def decode_step(self, idx, pos, caches):
         """Logits (b, 1, vocab) for one new token idx (b, 1) at position pos (a 1-element tensor), writing caches."""
         return self(idx, kv_caches=caches, decode_pos=pos)[0]
+
+    def decode_and_sample(self, idx, pos, caches, temperature, top_k):
+        """decode_step, then the next token drawn from its logits: what generate(compile=True) compiles."""
+        return sample_next(self.decode_step(idx, pos, caches), temperature, top_k, compilable=True)
 
     def _new_kv_caches(self, batch_size, device, fixed_shape=False):
         cfg = self.config
@@ -556,28 +559,46 @@ class GPT(nn.Module):
                 v.copy_(src) # the state dict's tensors share storage with the parameters
         return model
 
-_COMPILED_DECODE_STEP = None
-def run_compiled_decode_step(model, idx, caches, check_guards=True):
+def sample_next(logits, temperature, top_k, compilable=False):
     """
-    Logits for one new token idx (b, 1), contiguous, at the length of caches, which it advances, through
-    GPT.decode_step compiled (once per process, and again for a new model or shape). check_guards=False
-    skips dynamo's checks that the compiled code still fits: only right after a checked call with the
-    same model, caches and shapes, as within one generate() (measured here: ~0.25 ms of a ~1.6 ms step
-    of the 6-layer/384 model).
+    The next token (b, 1) drawn from the last position's logits (b, t, vocab), as nanoGPT draws it.
+    compilable: draw it the way torch.multinomial draws one sample, argmax(probs / Exp(1) noise), written out
+    (inductor has no kernel for multinomial and calls back into it, slower than eager); from the same generator
+    state this gives the same token (tests/test_model.py checks compiled against eager sampling).
+    """
+    logits = logits[:, -1, :].float() / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], -float('Inf'))
+    probs = F.softmax(logits, dim=-1)
+    if compilable:
+        return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
+    return torch.multinomial(probs, num_samples=1)
+
+_COMPILED_DECODE_STEP = None
+def run_compiled_decode_step(model, idx, caches, temperature, top_k, check_guards=True):
+    """
+    The token after idx (b, 1), contiguous, at the length of caches, which it advances, through
+    GPT.decode_and_sample compiled (once per process, and again for a new model, shape or sampling
+    setting). check_guards=False skips dynamo's checks that the compiled code still fits: only right after
+    a checked call with the same model, caches, shapes and settings, as within one generate() (measured
+    here: ~0.25 ms of a ~1.6 ms step of the 6-layer/384 model).
     """
     global _COMPILED_DECODE_STEP
     if _COMPILED_DECODE_STEP is None:
-        _COMPILED_DECODE_STEP = torch.compile(GPT.decode_step, fullgraph=True, dynamic=False)
+        _COMPILED_DECODE_STEP = torch.compile(GPT.decode_and_sample, fullgraph=True, dynamic=False)
     pos = torch.full((1,), caches[0].len, dtype=torch.long, device=idx.device)
     # inductor settings, read when it compiles: freezing makes the weights constants, which lets it pack the
     # bf16 linears for oneDNN as PackedLinear does (it cannot take PackedLinear's packed weights as inputs);
-    # on CPUs cpp_wrapper calls the kernels from C++ instead of Python: less overhead per token
-    settings = torch._inductor.config.patch(freezing=True, cpp_wrapper=idx.device.type == 'cpu') if check_guards else nullcontext()
+    # on CPUs cpp_wrapper calls the kernels from C++ instead of Python: less overhead per token;
+    # fallback_random draws from torch's own generator, as eager does: the same seed gives the same tokens
+    settings = (torch._inductor.config.patch(freezing=True, cpp_wrapper=idx.device.type == 'cpu', fallback_random=True)
+                if check_guards else nullcontext())
     with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not check_guards), settings:
-        logits = _COMPILED_DECODE_STEP(model, idx, pos, caches)
+        token = _COMPILED_DECODE_STEP(model, idx, pos, caches, temperature, top_k)
     for cache in caches:
         cache.len += 1
-    return logits
+    return token
 
 def _run_closure(closure):
     """An optimizer's step(closure): the loss the closure recomputes (with gradients), or None."""
