@@ -11,8 +11,8 @@ $ python bench.py --profile=True                     # a torch profiler trace an
 $ python bench.py --baseline=False                   # only the fast settings
 
 With baseline=True (the default) the same model (same seed, same data) is first timed the way nanoGPT
-runs on a CPU: fp32, F.scaled_dot_product_attention, the for-each (unfused) AdamW, glibc's default
-allocator behaviour, and for sampling no KV cache. Then the settings asked for are timed, and the
+runs on a CPU: fp32, F.scaled_dot_product_attention, the for-each (unfused) AdamW, torch's own dropout,
+glibc's default allocator behaviour, and for sampling no KV cache. Then the settings asked for are timed, and the
 speed-up is printed. The last line is a summary that scripts can parse: 'bench: key=value key=value ...'.
 Keys that a training config sets but a benchmark does not need (out_dir, learning-rate schedule...)
 are accepted and ignored, so that any config file can be benchmarked. A config that leaves the model
@@ -22,7 +22,28 @@ defaults instead: give the shape, as above; the summary line names the shape tha
 In mode='sample' each variant generates one untimed short warm-up, then max_new_tokens timed
 tokens (burnin_iters and measure_iters count training steps only).
 
-Where the time goes, and what was tried (2 cores of an AMD EPYC with AVX512-BF16 and no AMX: bf16 matmuls
+On 2 cores of an Intel Sapphire Rapids with AMX (2026-12-02; bf16 matmuls at 2.6-3.0 TFLOP/s when their operands
+are in cache, fp32 at ~390 GFLOP/s, memory copies at ~28 GB/s; the README has the measured table):
+- Training, 6 layers/384 wide, block 256, batch 8, bf16, dropout 0 (~190-196 ms/step): the linear layers' matmuls
+  take ~90 ms of it, not the ~50 ms their shapes take alone. The same 2048x384 @ 384x1536 matmul took 0.92 ms with
+  its operands hot in cache and 1.6-1.75 ms after other work had evicted them, as it has in a real step; and the
+  weight-gradient matmuls (g^T @ x, a reduction over 2048 tokens) run at 0.9-1.6 TFLOP/s where the forward runs
+  at 2.6-3.0. The rest: GELU forward+backward ~25 ms, attention's bmm/baddbmm ~20 ms and softmax ~19 ms, LayerNorm
+  and the autocast casts ~25 ms, fused AdamW ~7 ms: a step this size is bound by memory traffic, not by AMX.
+- Helped: dropout. torch's bernoulli_ took ~10 ms per call on the 3.1M-element attention matrix, 194 ms of a
+  403 ms step with dropout 0.2; model.Dropout's CPU mask (64 random bits per draw, compared as 16-bit slices)
+  brought that step to ~250 ms.
+- Did not help: a hand-written attention backward (one copy to lay q, k, v out by head and one to put their
+  gradients back, no concatenation, no separate scaling): 188-195 ms/step with it and without, alternating runs;
+  not kept. torch.compile: 180-185 ms/step against 190-196 eager, after ~35 s of compiling; left off by default.
+- Sampling with compile=True: drawing the next token inside the compiled step (argmax(probs / Exp(1)), which is
+  how torch.multinomial draws one sample; inductor has no multinomial kernel and called back into Python for it,
+  1.50 ms/step) took 650 to 684-708 tokens/s. The compiled step is ~1.24 ms per token, ~0.85 ms of it the 25
+  linear layers: their 21 MB of bf16 weights stream from memory every token (25 packed linears alone: 1.0 ms
+  eager), so ~1,300 tokens/s is this machine's floor at batch 1 without smaller weights. OMP_WAIT_POLICY=ACTIVE
+  and GOMP_SPINCOUNT changed nothing; one thread: 505 tokens/s.
+
+Where the time goes, and what was tried before (2 cores of an AMD EPYC with AVX512-BF16 and no AMX: bf16 matmuls
 run at ~350-380 GFLOP/s, fp32 at ~170; the README has the measured tables):
 - Training, 6 layers/384 wide, block 256, batch 8, bf16 (profile=True): the linear layers' matmuls (aten::mm)
   are ~65-70% of a step and already run at ~355 GFLOP/s, the machine's bf16 peak; attention's bmm/baddbmm
