@@ -38,10 +38,12 @@ are in cache, fp32 at ~390 GFLOP/s, memory copies at ~28 GB/s; the README has th
   not kept. torch.compile: 180-185 ms/step against 190-196 eager, after ~35 s of compiling; left off by default.
 - Sampling with compile=True: drawing the next token inside the compiled step (argmax(probs / Exp(1)), which is
   how torch.multinomial draws one sample; inductor has no multinomial kernel and called back into Python for it,
-  1.50 ms/step) took 650 to 684-708 tokens/s. The compiled step is ~1.24 ms per token, ~0.85 ms of it the 25
-  linear layers: their 21 MB of bf16 weights stream from memory every token (25 packed linears alone: 1.0 ms
-  eager), so ~1,300 tokens/s is this machine's floor at batch 1 without smaller weights. OMP_WAIT_POLICY=ACTIVE
-  and GOMP_SPINCOUNT changed nothing; one thread: 505 tokens/s.
+  1.50 ms/step) took 650 to 684-708 tokens/s. Then compiling the step with mode='max-autotune-no-cudagraphs'
+  took it to 1,054-1,143 tokens/s: inductor timed its C++ GEMM template with AMX micro-kernels against the
+  oneDNN linear for each weight shape and kept the template (4-8 us per linear at batch 1; the 25 packed oneDNN
+  linears alone take ~1.0 ms per token eager). The weights stay in cache from token to token, so this is not
+  memory-bound. OMP_WAIT_POLICY=ACTIVE and GOMP_SPINCOUNT changed nothing; one thread: 505 tokens/s.
+  max-autotune for the training step: 201 ms/step, no gain (its weights change every step: nothing to freeze).
 
 Where the time goes, and what was tried before (2 cores of an AMD EPYC with AVX512-BF16 and no AMX: bf16 matmuls
 run at ~350-380 GFLOP/s, fp32 at ~170; the README has the measured tables):

@@ -575,7 +575,12 @@ def sample_next(logits, temperature, top_k, compilable=False):
         return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
     return torch.multinomial(probs, num_samples=1)
 
-_COMPILED_DECODE_STEP = None
+# On CPUs the decoding step compiles with max-autotune: inductor then times its own C++ GEMM kernels (AMX
+# micro-kernels on CPUs that have AMX) against the oneDNN call for each linear layer of the frozen model and keeps
+# the faster. Measured on Sapphire Rapids, 6-layer/384 model: 680 -> 1,085-1,143 tokens/s; compiling took 18 s
+# instead of 11.5 s with inductor's cache warm, 40 s with it cold (~2 s of timing per weight shape).
+CPU_DECODE_COMPILE_MODE = 'max-autotune-no-cudagraphs'
+_COMPILED_DECODE_STEPS = {} # one compiled function per device type
 def run_compiled_decode_step(model, idx, caches, temperature, top_k, check_guards=True):
     """
     The token after idx (b, 1), contiguous, at the length of caches, which it advances, through
@@ -584,9 +589,10 @@ def run_compiled_decode_step(model, idx, caches, temperature, top_k, check_guard
     a checked call with the same model, caches, shapes and settings, as within one generate() (measured
     here: ~0.25 ms of a ~1.6 ms step of the 6-layer/384 model).
     """
-    global _COMPILED_DECODE_STEP
-    if _COMPILED_DECODE_STEP is None:
-        _COMPILED_DECODE_STEP = torch.compile(GPT.decode_and_sample, fullgraph=True, dynamic=False)
+    device_type = idx.device.type
+    if device_type not in _COMPILED_DECODE_STEPS:
+        mode = CPU_DECODE_COMPILE_MODE if device_type == 'cpu' else None
+        _COMPILED_DECODE_STEPS[device_type] = torch.compile(GPT.decode_and_sample, fullgraph=True, dynamic=False, mode=mode)
     pos = torch.full((1,), caches[0].len, dtype=torch.long, device=idx.device)
     # inductor settings, read when it compiles: freezing makes the weights constants, which lets it pack the
     # bf16 linears for oneDNN as PackedLinear does (it cannot take PackedLinear's packed weights as inputs);
@@ -595,7 +601,7 @@ def run_compiled_decode_step(model, idx, caches, temperature, top_k, check_guard
     settings = (torch._inductor.config.patch(freezing=True, cpp_wrapper=idx.device.type == 'cpu', fallback_random=True)
                 if check_guards else nullcontext())
     with torch.compiler.set_stance('default', skip_guard_eval_unsafe=not check_guards), settings:
-        token = _COMPILED_DECODE_STEP(model, idx, pos, caches, temperature, top_k)
+        token = _COMPILED_DECODE_STEPS[device_type](model, idx, pos, caches, temperature, top_k)
     for cache in caches:
         cache.len += 1
     return token
