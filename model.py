@@ -577,7 +577,7 @@ def sample_next(logits, temperature, top_k, compilable=False):
 
 # On CPUs the decoding step compiles with max-autotune: inductor then times its own C++ GEMM kernels (AMX
 # micro-kernels on CPUs that have AMX) against the oneDNN call for each linear layer of the frozen model and keeps
-# the faster. Measured on Sapphire Rapids, 6-layer/384 model: 680 -> 1,085-1,143 tokens/s; compiling took 18 s
+# the faster. Measured on Sapphire Rapids, 6-layer/384 model: 680 -> 1,054-1,143 tokens/s; compiling took 18 s
 # instead of 11.5 s with inductor's cache warm, 40 s with it cold (~2 s of timing per weight shape).
 CPU_DECODE_COMPILE_MODE = 'max-autotune-no-cudagraphs'
 _COMPILED_DECODE_STEPS = {} # one compiled function per device type

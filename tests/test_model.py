@@ -326,12 +326,12 @@ def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once():
         graphs = dynamo_utils.counters['stats']['unique_graphs']
         model.generate(prompt, 40, top_k=1, compile=True) # a new call, new caches, same shapes: no new compile
         assert dynamo_utils.counters['stats']['unique_graphs'] == graphs
-        for top_k in (None, 5): # sampling, not greedy: the compiled step draws in-graph, from the same generator
-            torch.manual_seed(1)
-            expected = model.generate(prompt, 40, temperature=4.0, top_k=top_k)
-            torch.manual_seed(1)
-            assert torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=top_k, compile=True), expected)
-            assert not torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=top_k, compile=True), expected)
+        # sampling, not greedy: the compiled step draws in-graph, from the same generator as eager's multinomial
+        torch.manual_seed(1)
+        expected = model.generate(prompt, 40, temperature=4.0, top_k=5)
+        torch.manual_seed(1)
+        assert torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=5, compile=True), expected)
+        assert not torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=5, compile=True), expected) # random
     if packed_linear_supported(): # weights packed for eager sampling are not for the compiler: one clear error
         with pytest.raises(UserError, match='compile=True'):
             prepare_for_sampling(sharp_tiny(), 'cpu', 'bfloat16').generate(prompt, 3, compile=True)
