@@ -35,7 +35,11 @@ are in cache, fp32 at ~390 GFLOP/s, memory copies at ~28 GB/s; the README has th
   brought that step to ~250 ms.
 - Did not help: a hand-written attention backward (one copy to lay q, k, v out by head and one to put their
   gradients back, no concatenation, no separate scaling): 188-195 ms/step with it and without, alternating runs;
-  not kept. torch.compile: 180-185 ms/step against 190-196 eager, after ~35 s of compiling; left off by default.
+  not kept. Query-chunked causal attention (skipping the masked half): slower, 6.5 -> 7.8 ms per layer with 2
+  chunks. Transposed copies for the weight-gradient matmuls: bf16 transposes cost more than they save.
+  fp32 activations with oneDNN's bf16 matmul math (torch.backends.mkldnn.matmul.fp32_precision='bf16', no
+  autocast casts): 271 ms/step. torch.compile: 180-185 ms/step against 190-196 eager, after ~35 s of
+  compiling; left off by default.
 - Sampling with compile=True: drawing the next token inside the compiled step (argmax(probs / Exp(1)), which is
   how torch.multinomial draws one sample; inductor has no multinomial kernel and called back into Python for it,
   1.50 ms/step) took 650 to 684-708 tokens/s. Then compiling the step with mode='max-autotune-no-cudagraphs'
