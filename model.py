@@ -77,8 +77,7 @@ class LayerNorm(nn.Module):
 # here: 22 ms for the 3.1M-element attention matrix of the 6-layer/384 model, batch 8; dropout 0.2 then took half of
 # a bf16 training step). Drawing 64 random bits at a time and comparing each 16-bit slice with a threshold gives the
 # same Bernoulli mask in ~4 ms. p is rounded to a multiple of 1/65536 (off by at most 7.6e-6).
-DROPOUT_BITS = 16
-DROPOUT_LEVELS = 2 ** DROPOUT_BITS
+DROPOUT_LEVELS = 2 ** 16 # the values one int16 slice takes
 
 class _CPUDropout(torch.autograd.Function):
     @staticmethod
