@@ -8,6 +8,7 @@ $ python bench.py config/gpt2.py --n_layer=12 --n_head=12 --n_embd=768 --vocab_s
 $ python bench.py --dtype=float32 --attn_impl=sdpa  # one setting changed
 $ python bench.py --mode=sample --batch_size=1 --max_new_tokens=2000 --overflow=slide # generation
 $ python bench.py --profile=True                     # a torch profiler trace and the per-op table
+$ python bench.py --replay=True                      # the step's floor: every op of it timed again alone, hot
 $ python bench.py --baseline=False                   # only the fast settings
 
 With baseline=True (the default) the same model (same seed, same data) is first timed the way nanoGPT
@@ -48,6 +49,19 @@ are in cache, fp32 at ~390 GFLOP/s, memory copies at ~28 GB/s; the README has th
   linears alone take ~1.0 ms per token eager). The weights stay in cache from token to token, so this is not
   memory-bound. OMP_WAIT_POLICY=ACTIVE and GOMP_SPINCOUNT changed nothing; one thread: 505 tokens/s.
   max-autotune for the training step: 201 ms/step, no gain (its weights change every step: nothing to freeze).
+- Why the 6-layer step stays above 136.5 ms (15,000 tokens/s), measured by a later session the same day (step
+  212-226 ms then): replay=True puts the sum of its 861 ops, each re-run alone with hot inputs, at 149-166 ms
+  (mm 73-81, bmm ~13, gelu_backward ~9, the fp32 + bf16 residual adds ~7, softmax ~7, AdamW ~6.5, casts ~6,
+  cat ~4.5). The matmuls in autograd's layouts: forward (weight transposed) 1.5-2.3 TFLOP/s, weight gradient
+  (gradient transposed) 1.0-1.5; contiguous, 1.6-3.0. torch's transposed copy of a 2048 x 1536 bf16 gradient
+  takes 2.7-2.9 ms (0.65 ms as a compiled kernel), about what the better layout saves. Re-running an op
+  straight after itself inside a real step: mm only ~10% faster, GELU 1.11 -> 0.78 ms (its isolated 0.60).
+  Also tried, no gain or not kept: transparent huge pages for the heap (GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
+  203-215 ms either way); two processes of one thread and batch 4 each, at once (204-205 ms per step each, the
+  same 10,000 tokens/s as one process of two threads: the two cores scale fully); the whole model cast to bf16,
+  residual stream included, no autocast (186-193 ms eager, 169-178 compiled, replay floor ~136 ms; not kept: it
+  rounds the residual stream to bf16 at every layer); SDPA for the attention (its flash forward takes 1.6 ms a
+  layer against the math path's 2.0, but its backward 11 ms against ~4.3).
 
 Where the time goes, and what was tried before (2 cores of an AMD EPYC with AVX512-BF16 and no AMX: bf16 matmuls
 run at ~350-380 GFLOP/s, fp32 at ~170; the README has the measured tables):
@@ -120,6 +134,7 @@ muon = False # the fast run steps with Muon for the blocks' matrices, AdamW for 
 burnin_iters = 3 # untimed training steps first: allocation, autotuning, compilation
 measure_iters = 10 # timed training steps
 profile = False # run the torch profiler over the timed steps (or the generation) and write bench_trace.json
+replay = False # mode='train': time every op of one step again on its own, inputs hot in cache, and sum them (see below)
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
 # sampling (mode='sample')
 prompt_len = 1 # tokens in the prompt
@@ -145,6 +160,8 @@ for name in ('batch_size', 'block_size', 'vocab_size', 'measure_iters', 'prompt_
         raise UserError(f"{name}={globals()[name]} must be > 0")
 if burnin_iters < 0:
     raise UserError(f"burnin_iters={burnin_iters} must be >= 0")
+if replay and (mode != 'train' or compile):
+    raise UserError("replay=True times the eager ops of one training step: use it with mode='train' and compile=False")
 if overflow not in OVERFLOW_MODES:
     raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
 device = resolve_device(device)
@@ -195,8 +212,8 @@ def timed_profile(run):
     prof.export_chrome_trace('bench_trace.json')
     print("wrote bench_trace.json (open it in chrome://tracing or https://ui.perfetto.dev)")
 
-def time_training(model, ctx, fused, compiled, profiled, with_muon=False):
-    """Burn-in steps, then measure_iters timed ones. Returns seconds per step."""
+def training_step(model, ctx, fused, compiled, with_muon=False):
+    """A function that runs one training step (forward, backward, optimizer) on the next batch."""
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, fused=fused, muon=with_muon)
     scaler = torch.amp.GradScaler(device_type, enabled=(ctx is not None and dtype == 'float16'))
     train_model = torch.compile(model) if compiled else model
@@ -210,6 +227,10 @@ def time_training(model, ctx, fused, compiled, profiled, with_muon=False):
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+    return step
+
+def time_training(step, profiled):
+    """Burn-in steps, then measure_iters timed ones. Returns seconds per step."""
     def steps(n):
         for _ in range(n):
             step()
@@ -221,6 +242,47 @@ def time_training(model, ctx, fused, compiled, profiled, with_muon=False):
     steps(measure_iters)
     sync()
     return (time.perf_counter() - t0) / measure_iters
+
+REPLAY_REPEATS = 5 # each recorded op is run this many times; the median counts
+
+def replay_step(step):
+    """
+    Record every aten op of one training step with a copy of its inputs, then run each again on its own,
+    REPLAY_REPEATS times, and sum the medians. Each op then finds its inputs in cache and pays no Python
+    overhead: the sum is what the step would take with these same ops if memory traffic between them and
+    the interpreter cost nothing, a floor that no reordering of them can beat. Prints the largest ops;
+    returns the sum in seconds. Needs memory for a copy of every op's inputs.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map
+    def copy(a): # a tensor with the same strides and offset in a fresh buffer (views stay views)
+        if not isinstance(a, torch.Tensor):
+            return a
+        with torch.no_grad():
+            buf = torch.empty(a.untyped_storage().nbytes() // a.element_size(), dtype=a.dtype, device=a.device)
+            return buf.as_strided(a.size(), a.stride(), a.storage_offset()).copy_(a)
+    calls = []
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append((func, tree_map(copy, args), tree_map(copy, kwargs or {})))
+            return func(*args, **(kwargs or {}))
+    with Record():
+        step()
+    per_op = {}
+    for func, args, kwargs in calls:
+        times = []
+        for _ in range(REPLAY_REPEATS):
+            t0 = time.perf_counter()
+            func(*args, **kwargs)
+            sync()
+            times.append(time.perf_counter() - t0)
+        name = func.__name__.split('.')[0]
+        per_op[name] = per_op.get(name, 0.0) + sorted(times)[REPLAY_REPEATS // 2]
+    total = sum(per_op.values())
+    largest = sorted(per_op.items(), key=lambda kv: -kv[1])[:8]
+    print(f"replay: the step's {len(calls)} ops, each run again on its own with its inputs hot: {total*1000:.1f} ms in all; "
+          "largest: " + ', '.join(f"{name} {t*1000:.1f}" for name, t in largest))
+    return total
 
 def time_sampling(model, ctx, cached, overflow, profiled, compiled=False):
     """One untimed short generation (which compiles, if compiled), then max_new_tokens timed ones. Returns tokens/s."""
@@ -247,7 +309,7 @@ if mode == 'train':
     summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)
     if baseline: # before keep_freed_memory, which cannot be undone in this process
         model = new_model('sdpa' if device_type == 'cpu' else attn_impl, plain=True)
-        dt = time_training(model, fp32, False, False, False)
+        dt = time_training(training_step(model, fp32, False, False), False)
         del model
         print(f"baseline (fp32, sdpa attention, for-each AdamW): {dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s")
         summary.update(baseline_ms_per_iter=f"{dt*1000:.2f}", baseline_tokens_per_s=f"{tokens/dt:.0f}")
@@ -256,12 +318,15 @@ if mode == 'train':
     model = new_model(attn_impl)
     print(f"device {device}, dtype {dtype}, attention {attn_impl}, {model.get_num_params()/1e6:.2f}M parameters")
     peak = device_peak_flops(device, dtype, peak_flops)
-    dt = time_training(model, ctx, fused_adamw, compile, profile, muon)
+    step = training_step(model, ctx, fused_adamw, compile, muon)
+    dt = time_training(step, profile)
     peak = device_peak_flops(device, dtype, peak_flops, remeasure=True) # before and after the run: the better of two
     mfu = model.estimate_mfu(batch_size, dt, peak)
     print(f"fast ({dtype}, {attn_impl} attention, fused_adamw={fused_adamw}, muon={muon}, compile={compile}): "
           f"{dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s, MFU {mfu*100:.1f}% of a measured {peak/1e9:.0f} GFLOP/s")
     summary.update(ms_per_iter=f"{dt*1000:.2f}", tokens_per_s=f"{tokens/dt:.0f}", mfu=f"{mfu*100:.2f}")
+    if replay:
+        summary['replay_ms'] = f"{replay_step(step)*1000:.2f}"
     if baseline:
         summary['speedup'] = f"{float(summary['baseline_ms_per_iter']) / (dt * 1000):.2f}"
         print(f"speed-up over the baseline: {summary['speedup']}x")

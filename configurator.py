@@ -39,6 +39,17 @@ def _closest(key, valid):
     return f"did you mean {' or '.join('--' + c for c in close)}?" if close else "run with --help to list them"
 
 
+def _closest_file(path):
+    """The hint for a config file that does not exist: the closest file in its folder (nanoGPT's train_*.py too)."""
+    folder, name = os.path.split(path)
+    files = sorted(f for f in os.listdir(folder or '.') if f.endswith('.py')) if os.path.isdir(folder or '.') else []
+    # nanoGPT calls its configs config/train_<name>.py; here they are config/<name>.py
+    close = difflib.get_close_matches(name.removeprefix('train_'), files, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {os.path.join(folder, close[0])}?"
+    return "pass a path such as config/shakespeare_char.py, or --key=value"
+
+
 def _check(key, value, config, source):
     if key not in config:
         raise ConfigError(f"unknown config key '{key}' ({source}): {_closest(key, list(config))}")
@@ -60,7 +71,7 @@ def apply_overrides(config, args):
     for arg in args:
         if not arg.startswith('--'):
             if not os.path.isfile(arg):
-                raise ConfigError(f"config file {arg} not found: pass a path such as config/shakespeare_char.py, or --key=value")
+                raise ConfigError(f"config file {arg} not found: {_closest_file(arg)}")
             namespace = dict(config)
             try:
                 with open(arg) as f:

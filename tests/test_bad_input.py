@@ -171,11 +171,12 @@ CASES = [
     ('bench: unknown device', 'bench.py', [*BENCH, '--device=tpu'], "device='tpu'"),
     ('bench: unknown mode', 'bench.py', [*BENCH, '--mode=fly'], "mode='fly'"),
     ('bench: fp16 on the CPU', 'bench.py', [*BENCH, '--dtype=float16'], 'float16'),
-    ('bench: missing dataset', 'bench.py', [*BENCH, '--real_data=True', '--dataset=nothing_here'], 'prepare.py'),
+    ('bench: missing dataset', 'bench.py', [*BENCH, '--real_data=True', '--dataset=nothing_here'], "no dataset 'nothing_here'"),
     ('bench: batch_size=0', 'bench.py', [*BENCH, '--batch_size=0'], 'batch_size=0 must be > 0'),
     ('bench: measure_iters=0', 'bench.py', [*BENCH, '--measure_iters=0'], 'measure_iters=0 must be > 0'),
     ('bench: unknown dtype', 'bench.py', [*BENCH, '--dtype=float8'], "'bfloat16'"),
     ('bench: unknown overflow', 'bench.py', [*BENCH, '--overflow=wrap'], "'recompute', 'slide'"),
+    ('bench: replay of a compiled step', 'bench.py', [*BENCH, '--replay=True', '--compile=True'], 'compile=False'),
     *([('bench: cuda without a GPU', 'bench.py', [*BENCH, '--device=cuda'], "use device='auto' or 'cpu'")]
       if not torch.cuda.is_available() else []),
     # prepare scripts

@@ -34,6 +34,21 @@ def test_sample_mode_times_generation_against_the_no_cache_fp32_baseline():
     assert float(s['speedup']) == round(float(s['tokens_per_s']) / float(s['baseline_tokens_per_s']), 2)
 
 
+def test_replay_times_every_op_of_one_step_again_on_its_own():
+    out = run('bench.py', *SMALL, '--baseline=False', '--replay=True').stdout
+    s = summary(out)
+    assert float(s['replay_ms']) > 0
+    # one line names how many ops one step ran and the largest of them: a training step has matmuls
+    line, = [l for l in out.splitlines() if l.startswith('replay: ')]
+    assert int(line.split("step's ")[1].split()[0]) > 50 and ' mm ' in line
+
+
+def test_profile_writes_a_trace_and_prints_the_per_op_table(tmp_path):
+    out = run('bench.py', *SMALL, '--baseline=False', '--profile=True', cwd=tmp_path).stdout
+    assert 'aten::mm' in out and 'Self CPU' in out # the profiler's table, ops by their own time
+    assert (tmp_path / 'bench_trace.json').stat().st_size > 0
+
+
 def test_real_data_reads_the_prepared_dataset(char_data):
     s = summary(run('bench.py', *SMALL, '--real_data=True', '--baseline=False').stdout)
     assert float(s['tokens_per_s']) > 0

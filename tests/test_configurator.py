@@ -86,6 +86,16 @@ def test_config_files_obey_the_same_rules(tmp_path):
         cfg(str(tmp_path / 'missing.py'))
 
 
+def test_a_missing_config_file_names_the_closest_one_and_nanogpts_names_find_ours(tmp_path):
+    (tmp_path / 'shakespeare_char.py').write_text("batch_size = 4\n")
+    # nanoGPT's README says config/train_shakespeare_char.py; the same config here has no train_ prefix
+    for typed in ('train_shakespeare_char.py', 'shakespear_char.py'):
+        with pytest.raises(ConfigError, match=f"{typed} not found: did you mean .*shakespeare_char.py"):
+            cfg(str(tmp_path / typed))
+    with pytest.raises(ConfigError, match='not found: pass a path such as'): # nothing close: the general hint
+        cfg(str(tmp_path / 'openwebtext.py'))
+
+
 def test_train_help_lists_every_key_with_its_default():
     out = run('train.py', '--help').stdout
     for line in ("--batch_size", "= 12", "--dataset", "'openwebtext'", "--learning_rate", "--compile", "--device", "'auto'"):
