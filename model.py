@@ -11,6 +11,7 @@ References:
 """
 
 import atexit
+import logging
 import math
 import os
 import pickle
@@ -515,7 +516,7 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_dir, override_args=None):
         """
         GPT-2's weights through Hugging Face transformers: a name from GPT2_SIZES (downloaded once into the
-        Hugging Face cache; offline, HF_HUB_OFFLINE=1 reads that cache) or a local directory written by
+        Hugging Face cache, and read from there afterwards, offline too) or a local directory written by
         save_pretrained or export_hf. override_args may only set dropout: the rest is the weights' own shape.
         The MLP uses the GELU the weights were trained with: GPT-2's tanh approximation (HF's 'gelu_new'),
         where nanoGPT uses the exact one and so gets logits that differ by ~1e-3.
@@ -528,12 +529,17 @@ class GPT(nn.Module):
         from transformers import GPT2LMHeadModel
         from transformers.utils.logging import disable_progress_bar
         disable_progress_bar() # its per-tensor bar for a load of seconds; a download keeps huggingface_hub's bar
+        hub_log = logging.getLogger('huggingface_hub')
+        hub_level = hub_log.level
+        hub_log.setLevel(logging.ERROR) # offline it warns about each failed request; the error below says what to do
         try:
             hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
         except Exception as e:
             where = ("online once to download them into the Hugging Face cache, or set init_from to a local directory"
                      if name_or_dir in GPT2_SIZES else "the directory needs config.json and model.safetensors (or pytorch_model.bin)")
             raise UserError(f"could not load GPT-2 weights {name_or_dir!r} ({type(e).__name__}: {first_line(e)}): {where}")
+        finally:
+            hub_log.setLevel(hub_level)
         hf_cfg = hf.config
         check_hf_gpt2_config(hf_cfg.to_dict(), name_or_dir)
         print(f"loading weights from pretrained gpt: {name_or_dir} ({hf_cfg.n_layer} layers, {hf_cfg.n_head} heads, {hf_cfg.n_embd} wide)")

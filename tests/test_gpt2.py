@@ -254,6 +254,42 @@ def test_train_and_sample_reject_unknown_weights_with_one_line(tmp_path, bpe_dat
     assert 'not GPT-2' in one_line_error(run('sample.py', f'--init_from={tmp_path}', '--device=cpu', check=False))
     assert 'not supported' in one_line_error(run('sample.py', '--init_from=gpt-7', check=False))
 
+
+def hf_cache_holding(home, name, model_dir):
+    """A Hugging Face cache under home in which the model 'name' is model_dir's files (as a download leaves them)."""
+    commit = '0' * 40
+    repo = home / 'hub' / f'models--{name}'
+    shutil.copytree(model_dir, repo / 'snapshots' / commit)
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text(commit)
+    return home
+
+
+def test_gpt2_weights_come_from_the_cache_without_the_network(tmp_path, hf_dir, bpe_cache):
+    # no HF_HUB_OFFLINE: a user who downloaded GPT-2 once and is now offline. The tiny model stands in for 'gpt2'.
+    offline = dict(NO_NETWORK, HF_HOME=str(hf_cache_holding(tmp_path / 'hf', 'gpt2', hf_dir)))
+    offline.pop('HF_HUB_OFFLINE')
+    p = run('sample.py', '--init_from=gpt2', '--device=cpu', '--num_samples=1', '--max_new_tokens=3', '--start=Hi',
+            env_extra=offline)
+    assert 'loading weights from pretrained gpt: gpt2 (2 layers' in p.stdout
+    # and huggingface_hub's warnings about failed requests stay out of the output
+    assert 'thrown while requesting' not in p.stderr
+
+
+def test_gpt2_weights_with_no_network_and_no_cache_is_one_line_that_says_what_to_do(monkeypatch, caplog):
+    import logging
+    from transformers import GPT2LMHeadModel
+    def unreachable(name, **kwargs): # what transformers does offline: huggingface_hub warns on each try, then it raises
+        logging.getLogger('huggingface_hub.utils._http').warning("'[Errno -2]' thrown while requesting HEAD %s", name)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    monkeypatch.setattr(GPT2LMHeadModel, 'from_pretrained', unreachable)
+    hub_level = logging.getLogger('huggingface_hub').level
+    with caplog.at_level(logging.WARNING), pytest.raises(UserError, match="could not load GPT-2 weights 'gpt2'.*online once"):
+        GPT.from_pretrained('gpt2')
+    # the warnings are dropped during the load (the error says what to do), and only then
+    assert not [r for r in caplog.records if r.name.startswith('huggingface_hub')]
+    assert logging.getLogger('huggingface_hub').level == hub_level
+
 # -----------------------------------------------------------------------------
 # fine-tuning, and weights out
 
