@@ -420,12 +420,7 @@ class GPT(nn.Module):
         small ops become a few fused kernels. Only for a model that no longer trains, as after
         prepare_for_sampling: a compiled step may keep using the weights it was compiled with.
         """
-        if temperature <= 0:
-            raise UserError(f"temperature={temperature} must be > 0")
-        if top_k is not None and top_k <= 0:
-            raise UserError(f"top_k={top_k} must be > 0 (or None for no limit)")
-        if overflow not in OVERFLOW_MODES:
-            raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
+        check_sampling(temperature, top_k, overflow)
         if compile and any(isinstance(m, PackedLinear) for m in self.modules()):
             raise UserError("compile=True needs the model prepared with prepare_for_sampling(..., compile=True): "
                             "torch.compile cannot take PackedLinear's packed weights")
@@ -563,6 +558,20 @@ class GPT(nn.Module):
                     src = src.t()
                 v.copy_(src) # the state dict's tensors share storage with the parameters
         return model
+
+# the smallest temperature: logits / temperature must stay finite in fp32 (at 1e-6, logits up to 3e32 do), or
+# softmax gives NaNs; top_k=1 is the way to sample greedily
+MIN_TEMPERATURE = 1e-6
+
+def check_sampling(temperature, top_k, overflow):
+    """One-line errors for sampling settings that generate() cannot use (sample.py checks them before loading)."""
+    if not temperature >= MIN_TEMPERATURE:
+        raise UserError(f"temperature={temperature} must be >= {MIN_TEMPERATURE} (small values like 0.1 are nearly greedy; "
+                        f"top_k=1 is greedy)")
+    if top_k is not None and top_k <= 0:
+        raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size, or None, keeps every token)")
+    if overflow not in OVERFLOW_MODES:
+        raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
 
 def sample_next(logits, temperature, top_k, compilable=False):
     """

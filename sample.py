@@ -9,7 +9,7 @@ import os
 import torch
 
 from configurator import configure
-from model import (GPT, GPT2_SIZES, GPT2_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, gpt2_encoding, is_pretrained,
+from model import (GPT, GPT2_SIZES, GPT2_VOCAB_SIZE, UserError, check_sampling, exit_on_user_error, gpt2_encoding, is_pretrained,
                    load_meta, meta_file, read_utf8, resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
@@ -39,12 +39,7 @@ if num_samples <= 0:
     raise UserError(f"num_samples={num_samples} must be > 0")
 if max_new_tokens < 0:
     raise UserError(f"max_new_tokens={max_new_tokens} must be >= 0")
-if temperature <= 0:
-    raise UserError(f"temperature={temperature} must be > 0 (small values like 0.1 are nearly greedy)")
-if top_k <= 0:
-    raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size keeps every token)")
-if overflow not in OVERFLOW_MODES:
-    raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
+check_sampling(temperature, top_k, overflow)
 if seed < 0:
     raise UserError(f"seed={seed} must be >= 0")
 

@@ -108,7 +108,8 @@ for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_in
         raise UserError(f"{name}={globals()[name]} must be > 0")
 if keep_last < 0:
     raise UserError(f"keep_last={keep_last} must be >= 0 (0 keeps no ckpt_<iter>.pt history)")
-for name in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'seed'):
+for name in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'seed', 'max_iters',
+             'max_seconds'):
     if globals()[name] < 0: # a negative grad_clip would flip the gradients, not clip them
         raise UserError(f"{name}={globals()[name]} must be >= 0" + (" (0 turns clipping off)" if name == 'grad_clip' else ""))
 for name in ('beta1', 'beta2'):

@@ -127,6 +127,7 @@ CASES = [
     ('keep_last<0', 'train.py', [*TRAIN, '--keep_last=-1'], 'keep_last=-1 must be >= 0'),
     ('guard_lr_factor>1', 'train.py', [*TRAIN, '--guard_lr_factor=2.0'], 'guard_lr_factor=2.0 must be in (0, 1]'),
     ('negative grad_clip', 'train.py', [*TRAIN, '--grad_clip=-1.0'], 'grad_clip=-1.0 must be >= 0'),
+    ('negative max_iters', 'train.py', [*TRAIN, '--max_iters=-5'], 'max_iters=-5 must be >= 0'),
     ('beta2=1', 'train.py', [*TRAIN, '--beta2=1.0'], 'beta2=1.0 must be in [0, 1)'),
     ('unknown init_from', 'train.py', [*TRAIN, '--init_from=gpt3'], "init_from='gpt3' is not supported"),
     ('unknown device', 'train.py', [*TRAIN, '--device=tpu'], "device='tpu'"),
@@ -156,7 +157,9 @@ CASES = [
     ('sample: char model, no meta.pkl', 'sample.py', [*SAMPLE, '--out_dir={w}/meta_gone'], "too few for GPT-2's tokenizer"),
     ('sample: seed<0', 'sample.py', [*SAMPLE, '--seed=-1'], 'seed=-1 must be >= 0'),
     ('sample: top_k=0', 'sample.py', [*SAMPLE, '--top_k=0'], 'top_k=0 must be > 0'),
-    ('sample: temperature=0', 'sample.py', [*SAMPLE, '--temperature=0.0'], 'temperature=0.0 must be > 0'),
+    ('sample: temperature=0', 'sample.py', [*SAMPLE, '--temperature=0.0'], 'temperature=0.0 must be >= 1e-06'),
+    # logits / 1e-45 overflows fp32: softmax would give NaNs and multinomial a traceback
+    ('sample: temperature too small', 'sample.py', [*SAMPLE, '--temperature=1e-45'], 'top_k=1 is greedy'),
     ('sample: max_new_tokens<0', 'sample.py', [*SAMPLE, '--max_new_tokens=-1'], 'max_new_tokens=-1 must be >= 0'),
     ('sample: prompt outside vocab', 'sample.py', [*SAMPLE, '--start=café'], "not in the model's vocabulary: 'é'"),
     ('sample: no checkpoint', 'sample.py', [*SAMPLE, '--out_dir={w}/nothing'], 'no checkpoint at'),
