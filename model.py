@@ -1341,9 +1341,18 @@ GPT2_BPE_FILES = {
 }
 _GPT2_ENCODING = None
 
+ERROR_DETAIL_CHARS = 200 # how much of a library's error message goes into ours
+
 def first_line(e):
+    """The start of an exception's message for a one-line error: its first line, cut after a sentence if long."""
     lines = str(e).strip().splitlines()
-    return lines[0][:200] if lines else 'no message'
+    if not lines:
+        return 'no message'
+    line = lines[0]
+    if len(line) > ERROR_DETAIL_CHARS:
+        end = line.rfind('. ', 0, ERROR_DETAIL_CHARS)
+        line = line[:end + 1] if end > 0 else line[:ERROR_DETAIL_CHARS] + '...'
+    return line
 
 def read_utf8(path, what):
     """The text of a file; one that is not UTF-8 is a UserError that says how to convert it (what: e.g. 'the prompt')."""

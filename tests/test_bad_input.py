@@ -197,3 +197,12 @@ def test_bad_input_is_one_line_and_changes_no_file(world, script, args, expected
     line = one_line_error(p)
     assert fill(expected) in line, line
     assert snapshot(world, CHAR_DIR) == before
+
+
+def test_a_library_message_inside_an_error_is_its_first_line_cut_after_a_sentence():
+    from model import ERROR_DETAIL_CHARS, first_line
+    long = 'failed finding central directory. ' + 'This is an internal error of the reader. ' * 10
+    assert first_line(RuntimeError(long + '\nsecond line')) == 'failed finding central directory. ' \
+        + 'This is an internal error of the reader. ' * 3 + 'This is an internal error of the reader.'
+    assert first_line(RuntimeError('x' * 500)) == 'x' * ERROR_DETAIL_CHARS + '...' # no sentence to cut after
+    assert first_line(RuntimeError('short\nmore')) == 'short' and first_line(RuntimeError('')) == 'no message'
