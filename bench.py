@@ -108,8 +108,8 @@ import torch
 
 from configurator import configure
 from model import (GPT, GPTConfig, Dropout, GPT2_PADDED_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens,
-                   load_meta, resolve_device, resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops,
-                   keep_freed_memory, prepare_for_sampling)
+                   load_meta, resolve_device, resolve_dtype, resolve_attn_impl, set_cpu_threads, autocast_context,
+                   device_peak_flops, keep_freed_memory, prepare_for_sampling)
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
@@ -127,6 +127,7 @@ vocab_size = 65 # of the random tokens, when real_data=False
 seed = 1337
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
+cpu_threads = 0 # intra-op threads on the CPU; 0 = torch's default, one per core
 compile = False # torch.compile the model (mode='sample': the one-token decoding step, see GPT.generate)
 attn_impl = 'auto' # 'sdpa', 'math', or 'auto' (sdpa on GPUs, math on CPUs)
 fused_adamw = True # the fused AdamW kernel (False: the default for-each implementation)
@@ -168,6 +169,7 @@ device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
+threads = set_cpu_threads(cpu_threads)
 ctx = autocast_context(device, dtype)
 
 def sync():
@@ -302,8 +304,8 @@ def time_sampling(model, ctx, cached, overflow, profiled, compiled=False):
     return batch_size * max_new_tokens / (time.perf_counter() - t0)
 
 fp32 = autocast_context(device, 'float32')
-summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-               vocab_size=vocab_size, batch_size=batch_size, block_size=block_size)
+summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, cpu_threads=threads, n_layer=n_layer, n_head=n_head,
+               n_embd=n_embd, vocab_size=vocab_size, batch_size=batch_size, block_size=block_size)
 if mode == 'train':
     tokens = batch_size * block_size
     summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)
@@ -316,7 +318,7 @@ if mode == 'train':
     if device_type == 'cpu':
         keep_freed_memory()
     model = new_model(attn_impl)
-    print(f"device {device}, dtype {dtype}, attention {attn_impl}, {model.get_num_params()/1e6:.2f}M parameters")
+    print(f"device {device}, dtype {dtype}, attention {attn_impl}, {threads} CPU thread(s), {model.get_num_params()/1e6:.2f}M parameters")
     peak = device_peak_flops(device, dtype, peak_flops)
     step = training_step(model, ctx, fused_adamw, compile, muon)
     dt = time_training(step, profile)

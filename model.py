@@ -1165,6 +1165,23 @@ def resolve_device(device):
         raise UserError(f"device={device!r} is not supported: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     return device
 
+def set_cpu_threads(threads, ranks_here=1):
+    """
+    Set this process's intra-op threads for CPU work and return how many it has. threads > 0: that many.
+    0: torch's default (one per core) for one process; for ranks_here > 1 processes on this machine (torchrun),
+    the CPUs this process may use split evenly among them. More threads than cores made steps 3-5x slower
+    (README, "Multi-GPU and multi-node"), and torchrun's own default of 1 thread leaves the rest of a bigger
+    machine idle.
+    """
+    if threads < 0:
+        raise UserError(f"cpu_threads={threads} must be >= 0 (0 = one per core, split among the ranks of this machine)")
+    if threads == 0 and ranks_here > 1:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+        threads = max(1, cpus // ranks_here)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
 def cpu_supports_bf16():
     """
     True on CPUs with native bf16 instructions (AVX512-BF16 or AMX), where bf16 matmuls are

@@ -30,8 +30,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure, config_keys
 from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, GPT2_VOCAB_SIZE, GPT2_PADDED_VOCAB_SIZE, UserError,
                    exit_on_user_error, cosine_lr, load_meta, meta_file, open_tokens, is_pretrained, resolve_device,
-                   resolve_dtype, resolve_attn_impl, autocast_context, device_peak_flops, step_windows, shard_model,
-                   full_state_dicts, load_model_state, load_optimizer_state, save_run_checkpoint, load_checkpoint,
+                   resolve_dtype, resolve_attn_impl, set_cpu_threads, autocast_context, device_peak_flops, step_windows,
+                   shard_model, full_state_dicts, load_model_state, load_optimizer_state, save_run_checkpoint, load_checkpoint,
                    clean_state_dict, prepare_out_dir, first_line, rng_state, restore_rng_state, LossGuard, GracefulStop,
                    resume_command, keep_freed_memory)
 
@@ -84,6 +84,7 @@ backend = 'auto' # DDP backend: 'nccl', 'gloo', or 'auto' (nccl on CUDA, gloo ot
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
 compile = True # use PyTorch 2.0 to compile the model to be faster
+cpu_threads = 0 # intra-op threads per process on the CPU; 0 = one per core, under torchrun split among this machine's ranks
 fsdp = False # under torchrun: shard weights, gradients and optimizer state across the ranks (FSDP2), for models too big for one device
 grad_checkpointing = False # recompute each block's activations in backward: less memory for one more forward pass
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
@@ -151,6 +152,7 @@ if fsdp and (resolve_dtype(dtype, device) if dtype == 'auto' else dtype) == 'flo
     raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
                     "use dtype='bfloat16' or 'float32'")
 dtype = resolve_dtype(dtype, device)
+threads = set_cpu_threads(cpu_threads, int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if ddp else 1)
 if ddp: # joined only after every check above, so that no rank waits for one that failed a check
     # a rank that dies makes the others fail after this timeout instead of hanging forever
     init_process_group(backend=backend, timeout=timedelta(minutes=10))
@@ -158,7 +160,7 @@ device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if master_process:
-    print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), attention {attn_impl}")
+    print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), {threads} CPU thread(s) each, attention {attn_impl}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     # a missing out_dir to resume from is reported when its ckpt.pt is loaded
     for name in prepare_out_dir(out_dir, create=init_from != 'resume'):

@@ -128,6 +128,7 @@ CASES = [
     ('guard_lr_factor>1', 'train.py', [*TRAIN, '--guard_lr_factor=2.0'], 'guard_lr_factor=2.0 must be in (0, 1]'),
     ('negative grad_clip', 'train.py', [*TRAIN, '--grad_clip=-1.0'], 'grad_clip=-1.0 must be >= 0'),
     ('negative max_iters', 'train.py', [*TRAIN, '--max_iters=-5'], 'max_iters=-5 must be >= 0'),
+    ('negative cpu_threads', 'train.py', [*TRAIN, '--cpu_threads=-1'], 'cpu_threads=-1 must be >= 0'),
     ('beta2=1', 'train.py', [*TRAIN, '--beta2=1.0'], 'beta2=1.0 must be in [0, 1)'),
     ('unknown init_from', 'train.py', [*TRAIN, '--init_from=gpt3'], "init_from='gpt3' is not supported"),
     ('unknown device', 'train.py', [*TRAIN, '--device=tpu'], "device='tpu'"),

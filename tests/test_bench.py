@@ -21,8 +21,9 @@ def test_train_mode_reports_ms_per_iter_tokens_per_s_mfu_and_the_speedup_over_th
 
 
 def test_baseline_false_times_only_the_fast_settings():
-    s = summary(run('bench.py', *SMALL, '--baseline=False', '--muon=True').stdout)
+    s = summary(run('bench.py', *SMALL, '--baseline=False', '--muon=True', '--cpu_threads=1').stdout)
     assert 'baseline_ms_per_iter' not in s and 'speedup' not in s and float(s['tokens_per_s']) > 0
+    assert s['cpu_threads'] == '1'
     assert s['muon'] == 'True' # the fast run stepped with Muon
 
 

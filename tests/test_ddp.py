@@ -22,12 +22,12 @@ pytestmark = pytest.mark.usefixtures('char_data')
 STEPS = ['--gradient_accumulation_steps=4', '--eval_iters=3', '--max_iters=5', '--eval_interval=5']
 
 
-def torchrun(out_dir, *args, nproc=2, check=True, script='train.py'):
+def torchrun(out_dir, *args, nproc=2, check=True, script='train.py', omp_threads='1'):
     """train.py (or a script that runs it) under torchrun with nproc gloo ranks, one thread each (2 cores here)."""
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script,
            '--dataset=shakespeare_char', f'--out_dir={out_dir}', '--log_interval=1', *TINY, *args]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
+                       env=dict(os.environ, OMP_NUM_THREADS=omp_threads, PYTHONUNBUFFERED='1'))
     if check:
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return p
@@ -60,8 +60,11 @@ def one_process(tmp_path_factory):
 def test_two_ddp_ranks_give_the_losses_and_weights_of_one_process(one_process, tmp_path):
     """2 ranks x 2 micro-steps == 1 process x 4 micro-steps: logged losses, evals, weights and optimizer state."""
     ref_stdout, ref = one_process
-    p = torchrun(tmp_path, *STEPS)
-    assert '2 process(es)' in p.stdout and p.stdout.count('iter 4: loss') == 1 # only rank 0 logs
+    # OMP_NUM_THREADS=2 would give each rank as many threads as the machine has cores (2 here): cpu_threads=0
+    # splits the CPUs among the ranks instead
+    p = torchrun(tmp_path, *STEPS, omp_threads=str(len(os.sched_getaffinity(0))))
+    split = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f'2 process(es), {split} CPU thread(s) each' in p.stdout and p.stdout.count('iter 4: loss') == 1 # rank 0 logs
     assert losses(p.stdout) == pytest.approx(losses(ref_stdout), abs=1.5e-4) and len(losses(p.stdout)) == 5
     assert evals(p.stdout) == pytest.approx(evals(ref_stdout), abs=1.5e-4) # eval batches split over ranks, then averaged
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)

@@ -105,7 +105,8 @@ def test_compile_trains_on_the_cpu(tmp_path):
 
 
 def test_log_lines_show_loss_time_tokens_per_second_and_mfu(tmp_path):
-    p = train(tmp_path, '--max_iters=7', '--eval_interval=7', '--full_eval=True')
+    p = train(tmp_path, '--max_iters=7', '--eval_interval=7', '--full_eval=True', '--cpu_threads=1')
+    assert '1 process(es), 1 CPU thread(s) each' in p.stdout # cpu_threads > 0 sets the intra-op threads
     line = re.findall(r'^iter 6: .*$', p.stdout, re.M)[0]
     assert re.match(r'iter 6: loss [\d.]+, time [\d.]+ms, tok/s [\d,]+, mfu [\d.]+%', line)
     assert re.search(r'^full val loss [\d.]+ \(every block of val.bin', p.stdout, re.M)
