@@ -1054,10 +1054,12 @@ def open_tokens(data_dir, split, min_len):
         prepare = os.path.join(data_dir, 'prepare.py')
         if os.path.exists(prepare):
             raise UserError(f"{path} not found: prepare the dataset first with python {prepare}")
-        parent = os.path.dirname(os.path.abspath(data_dir))
-        known = sorted(d for d in os.listdir(parent) if os.path.exists(os.path.join(parent, d, 'prepare.py'))) if os.path.isdir(parent) else []
-        raise UserError(f"no dataset {os.path.basename(data_dir)!r}: {path} does not exist and there is no {prepare} to make it; "
-                        f"give dataset= one of {', '.join(known) or 'the folders under data/'}, or write {split}.bin there yourself")
+        data_root = os.path.dirname(os.path.abspath(data_dir))
+        known = sorted(d for d in (os.listdir(data_root) if os.path.isdir(data_root) else [])
+                       if os.path.isfile(os.path.join(data_root, d, 'prepare.py')))
+        raise UserError(f"no dataset {os.path.basename(data_dir)!r}: {path} does not exist and there is no {prepare} "
+                        f"to make it; give dataset= one of {', '.join(known) or 'the folders under data/'}, "
+                        f"or write {split}.bin there yourself")
     size = os.path.getsize(path)
     if size % 2:
         raise UserError(f"{path} has an odd number of bytes ({size:,}): it is truncated or not uint16 tokens; run prepare.py again")
