@@ -62,8 +62,9 @@ def test_two_ddp_ranks_give_the_losses_and_weights_of_one_process(one_process, t
     ref_stdout, ref = one_process
     # OMP_NUM_THREADS=2 would give each rank as many threads as the machine has cores (2 here): cpu_threads=0
     # splits the CPUs among the ranks instead
-    p = torchrun(tmp_path, *STEPS, omp_threads=str(len(os.sched_getaffinity(0))))
-    split = max(1, len(os.sched_getaffinity(0)) // 2)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    p = torchrun(tmp_path, *STEPS, omp_threads=str(cpus))
+    split = max(1, cpus // 2)
     assert f'2 process(es), {split} CPU thread(s) each' in p.stdout and p.stdout.count('iter 4: loss') == 1 # rank 0 logs
     assert losses(p.stdout) == pytest.approx(losses(ref_stdout), abs=1.5e-4) and len(losses(p.stdout)) == 5
     assert evals(p.stdout) == pytest.approx(evals(ref_stdout), abs=1.5e-4) # eval batches split over ranks, then averaged
