@@ -26,11 +26,12 @@ tokens (burnin_iters and measure_iters count training steps only).
 On 2 cores of an Intel Sapphire Rapids with AMX (2026-12-02; bf16 matmuls at 2.6-3.0 TFLOP/s when their operands
 are in cache, fp32 at ~390 GFLOP/s, memory copies at ~28 GB/s; the README has the measured table):
 - Training, 6 layers/384 wide, block 256, batch 8, bf16, dropout 0 (~190-196 ms/step): the linear layers' matmuls
-  take ~90 ms of it, not the ~50 ms their shapes take alone. The same 2048x384 @ 384x1536 matmul took 0.92 ms with
-  its operands hot in cache and 1.6-1.75 ms after other work had evicted them, as it has in a real step; and the
+  take ~90 ms of it, not the ~50 ms their shapes take alone with contiguous operands. The same 2048x384 @ 384x1536
+  matmul took 0.92 ms with its operands hot in cache and 1.6-1.75 ms after other work had evicted them; and the
   weight-gradient matmuls (g^T @ x, a reduction over 2048 tokens) run at 0.9-1.6 TFLOP/s where the forward runs
   at 2.6-3.0. The rest: GELU forward+backward ~25 ms, attention's bmm/baddbmm ~20 ms and softmax ~19 ms, LayerNorm
-  and the autocast casts ~25 ms, fused AdamW ~7 ms: a step this size is bound by memory traffic, not by AMX.
+  and the autocast casts ~25 ms, fused AdamW ~7 ms. (The replay bullet below splits this further: most of the
+  matmuls' excess is the transposed layouts autograd hands them, not the cache.)
 - Helped: dropout. torch's bernoulli_ took ~10 ms per call on the 3.1M-element attention matrix, 194 ms of a
   403 ms step with dropout 0.2; model.Dropout's CPU mask (64 random bits per draw, compared as 16-bit slices)
   brought that step to ~250 ms.

@@ -23,7 +23,7 @@ STEPS = ['--gradient_accumulation_steps=4', '--eval_iters=3', '--max_iters=5', '
 
 
 def torchrun(out_dir, *args, nproc=2, check=True, script='train.py', omp_threads='1'):
-    """train.py (or a script that runs it) under torchrun with nproc gloo ranks, one thread each (2 cores here)."""
+    """train.py (or a script that runs it) under torchrun with nproc gloo ranks, OMP_NUM_THREADS=omp_threads."""
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script,
            '--dataset=shakespeare_char', f'--out_dir={out_dir}', '--log_interval=1', *TINY, *args]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
