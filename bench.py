@@ -23,83 +23,8 @@ defaults instead: give the shape, as above; the summary line names the shape tha
 In mode='sample' each variant generates one untimed short warm-up, then max_new_tokens timed
 tokens (burnin_iters and measure_iters count training steps only).
 
-On 2 cores of an Intel Sapphire Rapids with AMX (2026-12-02; bf16 matmuls at 2.6-3.0 TFLOP/s when their operands
-are in cache, fp32 at ~390 GFLOP/s, memory copies at ~28 GB/s; the README has the measured table):
-- Training, 6 layers/384 wide, block 256, batch 8, bf16, dropout 0 (~190-196 ms/step): the linear layers' matmuls
-  take ~90 ms of it, not the ~50 ms their shapes take alone with contiguous operands. The same 2048x384 @ 384x1536
-  matmul took 0.92 ms with its operands hot in cache and 1.6-1.75 ms after other work had evicted them; and the
-  weight-gradient matmuls (g^T @ x, a reduction over 2048 tokens) run at 0.9-1.6 TFLOP/s where the forward runs
-  at 2.6-3.0. The rest: GELU forward+backward ~25 ms, attention's bmm/baddbmm ~20 ms and softmax ~19 ms, LayerNorm
-  and the autocast casts ~25 ms, fused AdamW ~7 ms. (The replay bullet below splits this further: most of the
-  matmuls' excess is the transposed layouts autograd hands them, not the cache.)
-- Helped: dropout. torch's bernoulli_ took ~10 ms per call on the 3.1M-element attention matrix, 194 ms of a
-  403 ms step with dropout 0.2; model.Dropout's CPU mask (64 random bits per draw, compared as 16-bit slices)
-  brought that step to ~250 ms.
-- Did not help: a hand-written attention backward (one copy to lay q, k, v out by head and one to put their
-  gradients back, no concatenation, no separate scaling): 188-195 ms/step with it and without, alternating runs;
-  not kept. Query-chunked causal attention (skipping the masked half): slower, 6.5 -> 7.8 ms per layer with 2
-  chunks. Transposed copies for the weight-gradient matmuls: bf16 transposes cost more than they save.
-  fp32 activations with oneDNN's bf16 matmul math (torch.backends.mkldnn.matmul.fp32_precision='bf16', no
-  autocast casts): 271 ms/step. torch.compile: 180-185 ms/step against 190-196 eager, after ~35 s of
-  compiling; left off by default.
-- Sampling with compile=True: drawing the next token inside the compiled step (argmax(probs / Exp(1)), which is
-  how torch.multinomial draws one sample; inductor has no multinomial kernel and called back into Python for it,
-  1.50 ms/step) took 650 to 684-708 tokens/s. Then compiling the step with mode='max-autotune-no-cudagraphs'
-  took it to 1,054-1,143 tokens/s: inductor timed its C++ GEMM template with AMX micro-kernels against the
-  oneDNN linear for each weight shape and kept the template (4-8 us per linear at batch 1; the 25 packed oneDNN
-  linears alone take ~1.0 ms per token eager). The weights stay in cache from token to token, so this is not
-  memory-bound. OMP_WAIT_POLICY=ACTIVE and GOMP_SPINCOUNT changed nothing; one thread: 505 tokens/s.
-  max-autotune for the training step: 201 ms/step, no gain (its weights change every step: nothing to freeze).
-- Why the 6-layer step stays above 136.5 ms (15,000 tokens/s), measured by a later session the same day (step
-  212-226 ms then): replay=True puts the sum of its 861 ops, each re-run alone with hot inputs, at 149-166 ms
-  (mm 73-81, bmm ~13, gelu_backward ~9, the fp32 + bf16 residual adds ~7, softmax ~7, AdamW ~6.5, casts ~6,
-  cat ~4.5). The matmuls in autograd's layouts: forward (weight transposed) 1.5-2.3 TFLOP/s, weight gradient
-  (gradient transposed) 1.0-1.5; contiguous, 1.6-3.0. torch's transposed copy of a 2048 x 1536 bf16 gradient
-  takes 2.7-2.9 ms (0.65 ms as a compiled kernel), about what the better layout saves. Re-running an op
-  straight after itself inside a real step: mm only ~10% faster, GELU 1.11 -> 0.78 ms (its isolated 0.60).
-  Also tried, no gain or not kept: transparent huge pages for the heap (GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
-  203-215 ms either way); two processes of one thread and batch 4 each, at once (204-205 ms per step each, the
-  same 10,000 tokens/s as one process of two threads: the two cores scale fully); the whole model cast to bf16,
-  residual stream included, no autocast (186-193 ms eager, 169-178 compiled, replay floor ~136 ms; not kept: it
-  rounds the residual stream to bf16 at every layer); SDPA for the attention (its flash forward takes 1.6 ms a
-  layer against the math path's 2.0, but its backward 11 ms against ~4.3).
-
-Where the time goes, and what was tried before (2 cores of an AMD EPYC with AVX512-BF16 and no AMX: bf16 matmuls
-run at ~350-380 GFLOP/s, fp32 at ~170; the README has the measured tables):
-- Training, 6 layers/384 wide, block 256, batch 8, bf16 (profile=True): the linear layers' matmuls (aten::mm)
-  are ~65-70% of a step and already run at ~355 GFLOP/s, the machine's bf16 peak; attention's bmm/baddbmm
-  another ~10%. So the matmul-bound floor here is ~420 ms/step (~4,900 tokens/s), not the ~49 ms that AMX
-  would allow. The rest, per step: weight casts of autocast (copy_, ~25 ms), GELU forward+backward (~15-30 ms),
-  softmax forward+backward (~10-18 ms), LayerNorm (~10 ms), fused AdamW (~8 ms), split/cat of q,k,v (~4 ms).
-- Helped: bf16 autocast (matmuls 2.1x faster than fp32); the 'math' attention (baddbmm with the causal mask
-  and scale folded in; SDPA's CPU backward is slower); fused AdamW (one kernel instead of many small ops);
-  keep_freed_memory (glibc otherwise unmaps and page-faults the large activations in again every step:
-  530 -> 465 ms/step on the 6-layer model, no change on the CPU config whose tensors are small).
-- Checked, already fine: under CPU autocast softmax, GELU and LayerNorm already run in bf16 (only the
-  cross-entropy is fp32, on a small (tokens x 65) tensor); threads: torch uses one per core (2), and
-  1 thread was slower for both training and sampling.
-- Did not help: torch.compile (default mode). Measured on the CPU config in bf16: 136 ms/step compiled vs 124
-  eager, after ~45 s of compiling. Why, from the profile of the compiled step: the matmuls stay the same
-  oneDNN/MKL extern kernels (mm+bmm ~93 ms/step compiled vs ~79 eager), and inductor's fused C++ kernels for
-  everything else take ~34 ms/step, about what eager's separate elementwise ops cost (~40 ms). The step is
-  matmul-bound, so fusing the rest can save at most that ~30%, and here it saved nothing.
-  mode='max-autotune' was not tried (minutes of autotuning per shape on 2 cores).
-- Sampling, batch 1: per token the model is 25 matrix-vector products plus ~150 small ops, so it is bound
-  by per-call overhead, not FLOPs. Measured: F.linear in bf16 re-packs its weight for oneDNN on every call
-  (2.0-2.2 ms per token for the 24 linears; pre-packed once, PackedLinear: 0.75-0.9 ms); a bf16 batched
-  matmul with a key length it has not seen builds a new oneDNN kernel (~0.7 ms per call, and the key length
-  grows every token), so the KV cache stays fp32 on CPUs (~14 us); autocast casting fp32 weights for each
-  op was slower than a bf16 copy of the weights; past block_size, nanoGPT's exact cropping re-runs the whole
-  block for every token, which overflow='slide' avoids (see GPT.generate for the trade-off).
-- Sampling with compile=True: torch.compile of the one-token step, made shape-static (the KV cache is written
-  at a position tensor and attended to whole under a mask, so one compile serves every token). Eager, the
-  step is ~3.5 ms per token here, ~1.7 ms of it the 25 packed linears and the rest ~150 small ops and their
-  Python overhead; compiled, those become a few fused C++ kernels. What each part needed, measured on the
-  6-layer/384 model: SDPA with a mask lowers to a slow kernel (~150 us per call), plain matmul-softmax ~10 us;
-  inductor's freezing packs the bf16 weights for oneDNN (without it: aten::mm at ~140 us per linear);
-  cpp_wrapper drops the Python wrapper; skipping dynamo's guard checks after the first step of a call saves
-  ~0.25 ms per token. Compiling takes ~15-40 s, so sample.py leaves compile=False by default. The floor:
-  the 25 linears alone take ~1.2-1.4 ms per token (their 21 MB of bf16 weights stream from L3 each token).
+Where a step's time goes on CPUs, and what was tried to shorten it: docs/cpu-speed.md; measured numbers:
+docs/benchmarks.md.
 """
 import os
 import time
@@ -107,10 +32,12 @@ import time
 import numpy as np
 import torch
 
-from configurator import configure
-from model import (GPT, GPTConfig, Dropout, GPT2_PADDED_VOCAB_SIZE, OVERFLOW_MODES, UserError, exit_on_user_error, open_tokens,
-                   load_meta, resolve_device, resolve_dtype, resolve_attn_impl, set_cpu_threads, autocast_context,
-                   device_peak_flops, keep_freed_memory, prepare_for_sampling)
+from common import UserError, exit_on_user_error
+from configurator import configure, script_settings
+from device import (autocast_context, device_peak_flops, grad_scaler, keep_freed_memory, resolve_device, resolve_dtype,
+                    set_cpu_threads, synchronize)
+from model import GPT, GPTConfig, Dropout, OVERFLOW_MODES, prepare_for_sampling, resolve_attn_impl
+from tokens import GPT2_PADDED_VOCAB_SIZE, load_meta, open_tokens
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
@@ -143,13 +70,9 @@ prompt_len = 1 # tokens in the prompt
 max_new_tokens = 500
 kv_cache = True # the fast run decodes with the KV cache (False: the whole context again for every token)
 overflow = 'recompute' # past block_size: 'recompute' (exact, nanoGPT's output) or 'slide' (fast), see GPT.generate
-# accepted so that training configs can be passed in, unused here
-_ignored = dict(out_dir='', eval_interval=0, log_interval=0, eval_iters=0, eval_only=False, always_save_checkpoint=False,
-                init_from='', wandb_log=False, wandb_project='', wandb_run_name='', gradient_accumulation_steps=0,
-                learning_rate=0.0, max_iters=0, weight_decay=0.0, beta1=0.0, beta2=0.0, grad_clip=0.0, decay_lr=False,
-                warmup_iters=0, lr_decay_iters=0, min_lr=0.0, backend='', full_eval=False, max_seconds=0.0,
-                keep_last=0, unsafe_load=False, guard=False, guard_window=0, guard_zscore=0.0, guard_max_bad=0, guard_lr_factor=0.0)
-globals().update(_ignored)
+# train.py's other settings are accepted and ignored, so that any training config can be benchmarked
+for _key, _value in script_settings(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')).items():
+    globals().setdefault(_key, _value)
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 configure(globals())
@@ -171,11 +94,8 @@ dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
 threads = set_cpu_threads(cpu_threads)
-ctx = autocast_context(device, dtype)
 
-def sync():
-    if device_type == 'cuda':
-        torch.cuda.synchronize()
+sync = lambda: synchronize(device)
 
 if real_data:
     data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
@@ -215,10 +135,11 @@ def timed_profile(run):
     prof.export_chrome_trace('bench_trace.json')
     print("wrote bench_trace.json (open it in chrome://tracing or https://ui.perfetto.dev)")
 
-def training_step(model, ctx, fused, compiled, with_muon=False):
-    """A function that runs one training step (forward, backward, optimizer) on the next batch."""
+def training_step(model, step_dtype, fused, compiled, with_muon=False):
+    """A function that runs one training step (forward, backward, optimizer) on the next batch, in step_dtype."""
     optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type, fused=fused, muon=with_muon)
-    scaler = torch.amp.GradScaler(device_type, enabled=(ctx is not None and dtype == 'float16'))
+    scaler = grad_scaler(device, step_dtype) # active for fp16 only
+    ctx = autocast_context(device, step_dtype)
     train_model = torch.compile(model) if compiled else model
     step_no = [0]
     def step():
@@ -312,7 +233,7 @@ if mode == 'train':
     summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)
     if baseline: # before keep_freed_memory, which cannot be undone in this process
         model = new_model('sdpa' if device_type == 'cpu' else attn_impl, plain=True)
-        dt = time_training(training_step(model, fp32, False, False), False)
+        dt = time_training(training_step(model, 'float32', False, False), False)
         del model
         print(f"baseline (fp32, sdpa attention, for-each AdamW): {dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s")
         summary.update(baseline_ms_per_iter=f"{dt*1000:.2f}", baseline_tokens_per_s=f"{tokens/dt:.0f}")
@@ -321,12 +242,12 @@ if mode == 'train':
     model = new_model(attn_impl)
     print(f"device {device}, dtype {dtype}, attention {attn_impl}, {threads} CPU thread(s), {model.get_num_params()/1e6:.2f}M parameters")
     peak = device_peak_flops(device, dtype, peak_flops)
-    step = training_step(model, ctx, fused_adamw, compile, muon)
+    step = training_step(model, dtype, fused_adamw, compile, muon)
     dt = time_training(step, profile)
     peak = device_peak_flops(device, dtype, peak_flops, remeasure=True) # before and after the run: the better of two
     mfu = model.estimate_mfu(batch_size, dt, peak)
     print(f"fast ({dtype}, {attn_impl} attention, fused_adamw={fused_adamw}, muon={muon}, compile={compile}): "
-          f"{dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s, MFU {mfu*100:.1f}% of a measured {peak/1e9:.0f} GFLOP/s")
+          f"{dt*1000:.1f} ms/iter, {tokens/dt:,.0f} tokens/s, MFU {mfu*100:.1f}% of a peak of {peak/1e9:.0f} GFLOP/s")
     summary.update(ms_per_iter=f"{dt*1000:.2f}", tokens_per_s=f"{tokens/dt:.0f}", mfu=f"{mfu*100:.2f}")
     if replay:
         summary['replay_ms'] = f"{replay_step(step)*1000:.2f}"

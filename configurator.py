@@ -20,8 +20,10 @@ import os
 import sys
 import types
 
+from common import UserError, error_exit
 
-class ConfigError(Exception):
+
+class ConfigError(UserError):
     """A bad config file or --key=value: shown to the user as one line."""
 
 
@@ -107,6 +109,40 @@ def print_help(config, prog):
         print(f"  --{k.ljust(width)} = {v!r}")
 
 
+def script_settings(path):
+    """
+    The settings of another script, read without running it: the top-level assignments of a plain value
+    (a literal, or arithmetic on literals such as 5 * 8) before its call of configure().
+    """
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    settings = {}
+    for node in tree.body:
+        if any(isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'configure' for n in ast.walk(node)):
+            break
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            try:
+                value = eval(compile(ast.Expression(node.value), path, 'eval'), {'__builtins__': {}})
+            except Exception: # not a plain value (a call, a name): not a setting
+                continue
+            settings[name] = value
+    return config_keys(settings)
+
+
+def check_ranges(settings, positive=(), non_negative=(), unit=()):
+    """One-line errors for settings out of range: positive (> 0), non_negative (>= 0), unit (in [0, 1))."""
+    for name in positive:
+        if settings[name] <= 0:
+            raise ConfigError(f"{name}={settings[name]} must be > 0")
+    for name in non_negative:
+        if settings[name] < 0: # a negative grad_clip would flip the gradients, not clip them
+            raise ConfigError(f"{name}={settings[name]} must be >= 0" + (" (0 turns it off)" if name == 'grad_clip' else ""))
+    for name in unit:
+        if not 0 <= settings[name] < 1:
+            raise ConfigError(f"{name}={settings[name]} must be in [0, 1)")
+
+
 def configure(namespace, argv=None):
     """Override the settings among namespace's globals from argv; print --help; exit with one line on bad input."""
     argv = sys.argv[1:] if argv is None else argv
@@ -117,6 +153,6 @@ def configure(namespace, argv=None):
     try:
         changed = apply_overrides(config, argv)
     except ConfigError as e:
-        sys.exit(f"error: {e}")
+        error_exit(e)
     namespace.update(config)
     return {k: config[k] for k in dict.fromkeys(changed)}

@@ -1,32 +1,35 @@
 """
-Sample from a trained model.
+Sample text from a trained model, or from GPT-2's weights.
 
 $ python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
-$ python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt
+$ python sample.py --init_from=gpt2 --start=FILE:prompt.txt
 """
 import os
 
 import torch
 
+from common import UserError, exit_on_user_error
 from configurator import configure
-from model import (GPT, GPT2_SIZES, GPT2_VOCAB_SIZE, UserError, check_sampling, exit_on_user_error, gpt2_encoding, is_pretrained,
-                   load_meta, meta_file, read_utf8, resolve_device, resolve_dtype, keep_freed_memory, prepare_for_sampling)
+from device import keep_freed_memory, resolve_device, resolve_dtype
+from huggingface import GPT2_SIZES, is_pretrained
+from model import GPT, check_sampling, prepare_for_sampling
+from tokens import dataset_tokenizer, read_utf8
 
 # -----------------------------------------------------------------------------
-init_from = 'resume' # 'resume' (the ckpt.pt in out_dir), 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
-out_dir = 'out' # ignored if init_from is not 'resume'
-start = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
-num_samples = 10 # number of samples to draw
-max_new_tokens = 500 # number of tokens generated in each sample
-temperature = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, in predictions
-top_k = 200 # retain only the top_k most likely tokens (a value >= the vocab size keeps them all)
+init_from = 'resume' # 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', or a local Hugging Face GPT-2 directory
+out_dir = 'out' # the training run to sample from, with init_from='resume'
+start = "\n" # the prompt: text (e.g. "<|endoftext|>" for GPT-2), or FILE:path to read it from a file
+num_samples = 10 # how many samples to print
+max_new_tokens = 500 # tokens to generate per sample
+temperature = 0.8 # divides the logits: below 1 sharpens the distribution, above 1 flattens it
+top_k = 200 # sample among the top_k most likely tokens only (a value >= the vocab size keeps them all)
 seed = 1337
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
-dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
+dtype = 'auto' # 'float32', 'bfloat16', 'float16'; 'auto': bf16 where native, else fp16 on GPUs, else fp32
 kv_cache = True # False recomputes the whole context for every new token (slow; for checking)
-unsafe_load = False # True: load a checkpoint that holds more than tensors and plain values (can run code: trusted files only)
-compile = False # torch.compile the one-token decoding step (with kv_cache): ~15-40 s to compile on a CPU, then faster per token
-overflow = 'recompute' # past block_size: 'recompute' (exact, as nanoGPT; slow) or 'slide' (fast, slightly less context), see GPT.generate
+unsafe_load = False # load a checkpoint that holds Python objects (it can run code: trusted files only)
+compile = False # torch.compile the one-token step (with kv_cache): 15-40 s to compile on a CPU, then faster
+overflow = 'recompute' # past block_size: 'recompute' (exact, as nanoGPT) or 'slide' (fast); see GPT.generate
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 configure(globals())
@@ -45,52 +48,25 @@ if seed < 0:
 
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
-torch.manual_seed(seed)
-if torch.device(device).type == 'cuda':
-    torch.cuda.manual_seed(seed)
+torch.manual_seed(seed) # seeds every device's generator
 if torch.device(device).type == 'cpu':
     keep_freed_memory()
 
-# model
+# the model: built and loaded on the CPU, then cast to dtype and moved once (the checkpoint's optimizer state,
+# twice the model's size, never reaches the device and is dropped right away)
 if init_from == 'resume':
-    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), device, unsafe=unsafe_load, dropout=0.0)
+    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, 'ckpt.pt'), 'cpu', unsafe=unsafe_load, dropout=0.0)
     dataset = checkpoint.get('config', {}).get('dataset')
+    del checkpoint
 else: # GPT-2 weights: GPT-2's tokenizer
     model = GPT.from_pretrained(init_from, dict(dropout=0.0))
-    model.to(device)
     dataset = None
-# the weights are cast to dtype once (and packed on CPUs), instead of autocast casting them for every token
 model = prepare_for_sampling(model, device, dtype, compile)
 
-# the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2 BPE
+# the tokenizer: the dataset's meta.pkl (char-level) if the checkpoint names one that has it, else GPT-2's BPE
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset) if dataset else None
-meta = load_meta(data_dir) if dataset else None
-if meta is not None:
-    meta_path = os.path.join('data', dataset, os.path.basename(meta_file(data_dir))) # meta.json, or nanoGPT's meta.pkl
-    print(f"Loading meta from {meta_path}...")
-    stoi, itos = meta['stoi'], meta['itos']
-    if meta['vocab_size'] != model.config.vocab_size:
-        raise UserError(f"{meta_path} has vocab_size {meta['vocab_size']} but the model has "
-                        f"{model.config.vocab_size}: the dataset was prepared again differently; prepare it as the model was")
-    def encode(s):
-        unknown = sorted(set(c for c in s if c not in stoi))
-        if unknown:
-            raise UserError(f"the prompt has characters not in the model's vocabulary: {''.join(unknown)!r}; remove them from start")
-        return [stoi[c] for c in s]
-    decode = lambda l: ''.join([itos[i] for i in l])
-else:
-    # no meta.pkl: assume GPT-2 encodings by default
-    if model.config.vocab_size < GPT2_VOCAB_SIZE:
-        where = f"data/{dataset}/ has no meta.pkl" if dataset else f"no meta.pkl comes with init_from={init_from!r}"
-        raise UserError(f"the model has {model.config.vocab_size} tokens, too few for GPT-2's tokenizer ({GPT2_VOCAB_SIZE:,}), "
-                        f"and {where} to decode them: prepare its dataset again (python data/<name>/prepare.py) "
-                        f"and sample its checkpoint with init_from='resume'")
-    print("No meta.pkl found, assuming GPT-2 encodings...")
-    enc = gpt2_encoding() # offline: GPT2_BPE_DIR, see model.py
-    encode = lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})
-    decode = lambda l: enc.decode(l)
+encode, decode = dataset_tokenizer(data_dir, model.config.vocab_size, init_from)
 
-# encode the beginning of the prompt
 if start.startswith('FILE:'):
     path = start[5:]
     if not os.path.isfile(path):
@@ -101,9 +77,9 @@ if not start_ids:
     raise UserError("start is empty: give at least one character or token to continue from")
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
-# run generation
 with torch.no_grad():
     for k in range(num_samples):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache, overflow=overflow, compile=compile)
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=kv_cache,
+                           overflow=overflow, compile=compile)
         print(decode(y[0].tolist()))
         print('---------------')

@@ -1,18 +1,12 @@
 """
-Train a GPT. Runs on one device, or on many under torchrun with DDP.
+Train a GPT, on one device or on many under torchrun (DDP, or FSDP with --fsdp=True).
 
-One process (a laptop CPU, one GPU):
-$ python train.py config/shakespeare_char_cpu.py --batch_size=32
+$ python train.py config/shakespeare_char_cpu.py --batch_size=32        # one process: a laptop CPU, one GPU
+$ torchrun --standalone --nproc_per_node=4 train.py config/gpt2.py      # the 4 GPUs of one machine
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 train.py
+  (2 machines of 8 GPUs: the same on the second with --node_rank=1; NCCL_IB_DISABLE=1 without Infiniband)
 
-DDP on 4 GPUs of one node:
-$ torchrun --standalone --nproc_per_node=4 train.py config/gpt2.py
-
-DDP on 2 nodes of 8 GPUs (run on both, node_rank 0 and 1; IP of the first node):
-$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
-(Without Infiniband, prepend NCCL_IB_DISABLE=1.) A model too big for one GPU: add --fsdp=True (README: Multi-GPU).
-
-Every setting below can be overridden by config files and --key=value (see configurator.py);
-python train.py --help lists them.
+Every setting below can be changed by config files and --key=value (configurator.py); --help lists them.
 """
 
 import math
@@ -23,136 +17,125 @@ from datetime import timedelta
 
 import numpy as np
 import torch
-import torch.distributed.nn # before init_process_group: see the end of this file
+import torch.distributed.nn # before init_process_group, so that it never holds the group (docs/gloo-teardown.md)
 from torch.distributed import init_process_group, destroy_process_group, all_reduce
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import configure, config_keys
-from model import (GPT, GPTConfig, MODEL_ARGS, GELU_KEY, GPT2_SIZES, GPT2_VOCAB_SIZE, GPT2_PADDED_VOCAB_SIZE, UserError,
-                   exit_on_user_error, cosine_lr, load_meta, meta_file, open_tokens, is_pretrained, resolve_device,
-                   resolve_dtype, resolve_attn_impl, set_cpu_threads, autocast_context, device_peak_flops, step_windows,
-                   shard_model, full_state_dicts, load_model_state, load_optimizer_state, save_run_checkpoint, load_checkpoint,
-                   clean_state_dict, prepare_out_dir, first_line, rng_state, restore_rng_state, LossGuard, GracefulStop,
-                   resume_command, keep_freed_memory)
+from checkpoint import (GracefulStop, LossGuard, clean_state_dict, full_state_dicts, load_model_state,
+                        load_optimizer_state, prepare_out_dir, resume_command, restore_rng_state, rng_state,
+                        rollback_checkpoint, save_run_checkpoint)
+from common import UserError, exit_on_user_error, first_line
+from configurator import check_ranges, configure, config_keys
+from device import (autocast_context, device_peak_flops, grad_scaler, keep_freed_memory, resolve_device, resolve_dtype,
+                    resolve_backend, set_cpu_threads, shard_model, torchrun_device, torchrun_ranks, use_device)
+from huggingface import GPT2_SIZES, is_pretrained
+from model import GELU_KEY, GPT, GPTConfig, MODEL_ARGS, resolve_attn_impl
+from optimizers import cosine_lr
+from tokens import GPT2_PADDED_VOCAB_SIZE, GPT2_VOCAB_SIZE, load_meta, meta_file, open_tokens, step_windows
 
 # -----------------------------------------------------------------------------
-# default config values: train a GPT-2 (124M) on OpenWebText, as nanoGPT does
-# I/O
+# Settings. The defaults pretrain GPT-2 (124M) on OpenWebText, as nanoGPT's do.
+# output, evaluation and checkpoints
 out_dir = 'out'
-eval_interval = 2000
-log_interval = 1
-eval_iters = 200
-eval_only = False # if True, script exits right after the first eval
-always_save_checkpoint = True # if True, always save a checkpoint after each eval
-init_from = 'scratch' # 'scratch', 'resume', 'gpt2' ('-medium', '-large', '-xl'), or a local Hugging Face GPT-2 directory
-full_eval = False # also report the loss over every block of val.bin, after training (or with eval_only)
-keep_last = 0 # also keep the last keep_last checkpoints as ckpt_<iter>.pt (ckpt.pt is the latest, best.pt the best eval)
-unsafe_load = False # True: resume from a checkpoint that holds more than tensors and plain values (can run code: trusted files only)
-# wandb logging
-wandb_log = False # disabled by default
+eval_interval = 2000 # steps between evaluations (and checkpoint saves)
+log_interval = 1 # steps between log lines
+eval_iters = 200 # batches per split in one evaluation
+eval_only = False # evaluate once, then exit without training or saving
+always_save_checkpoint = True # save at every evaluation; False saves only when the val loss improves
+init_from = 'scratch' # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', or a Hugging Face GPT-2 directory
+full_eval = False # after training (or with eval_only), also the loss over every block of val.bin
+keep_last = 0 # also keep the newest keep_last checkpoints as ckpt_<iter>.pt (besides ckpt.pt and best.pt)
+unsafe_load = False # resume from a checkpoint that holds Python objects (it can run code: trusted files only)
+# wandb
+wandb_log = False # log losses to Weights & Biases (WANDB_MODE=offline works without an account)
 wandb_project = 'owt'
-wandb_run_name = 'gpt2' # 'run' + str(time.time())
+wandb_run_name = 'gpt2'
 # data
-dataset = 'openwebtext'
-gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes
-batch_size = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
-block_size = 1024
+dataset = 'openwebtext' # a folder under data/ with train.bin and val.bin
+gradient_accumulation_steps = 5 * 8 # micro-batches per optimizer step, over all processes: a big batch in little memory
+batch_size = 12 # sequences per micro-batch
+block_size = 1024 # context length in tokens
 seed = 1337
 # model
 n_layer = 12
 n_head = 12
 n_embd = 768
-dropout = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
-bias = False # do we use bias inside LayerNorm and Linear layers?
-attn_impl = 'auto' # 'sdpa' (fused kernel), 'math' (matmul-mask-softmax), 'auto': sdpa on GPUs, math on CPUs (faster there)
-# adamw optimizer
-learning_rate = 6e-4 # max learning rate
-max_iters = 600000 # total number of training iterations
-max_seconds = 0.0 # a time budget: stop after this many seconds of training (evals included), the cosine LR decay spread over that time; 0 = off
+dropout = 0.0 # 0 suits pretraining; fine-tuning a big model on little data may want 0.1 or more
+bias = False # biases in the Linear and LayerNorm layers (GPT-2 has them; without is slightly better and faster)
+attn_impl = 'auto' # 'sdpa' (fused kernel), 'math' (matmul, mask, softmax), 'auto': sdpa on GPUs, math on CPUs
+# optimizer: AdamW (plus Muon for the blocks' matrices with muon=True)
+learning_rate = 6e-4 # the peak learning rate, reached after warmup
+max_iters = 600000 # optimizer steps to train for
+max_seconds = 0.0 # a time budget in seconds (evals included), the LR decay spread over it; 0 = off
 weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
-grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
-muon = False # True: Muon (torch.optim.Muon) for the blocks' weight matrices, AdamW for the rest; fewer steps to a loss (README: Muon)
-# learning rate decay settings
-decay_lr = True # whether to decay the learning rate
-warmup_iters = 2000 # how many steps to warm up for
-lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
-min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+grad_clip = 1.0 # clip the gradient norm to this; 0 = no clipping
+muon = False # Muon (torch.optim.Muon) for the blocks' weight matrices, AdamW for the rest: fewer steps to a loss
+# learning-rate schedule
+decay_lr = True # linear warmup then cosine decay; False keeps learning_rate throughout
+warmup_iters = 2000 # steps of linear warmup
+lr_decay_iters = 600000 # the step where the cosine reaches min_lr (about max_iters, as Chinchilla suggests)
+min_lr = 6e-5 # the floor of the decay (about learning_rate / 10, as Chinchilla suggests)
 # system
 backend = 'auto' # DDP backend: 'nccl', 'gloo', or 'auto' (nccl on CUDA, gloo otherwise)
 device = 'auto' # 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:0', 'mps'
-dtype = 'auto' # 'auto' (bf16 where supported, else fp16 on GPUs, else fp32), 'float32', 'bfloat16', 'float16'
-compile = True # use PyTorch 2.0 to compile the model to be faster
-cpu_threads = 0 # intra-op threads per process on the CPU; 0 = one per core, under torchrun split among this machine's ranks
-fsdp = False # under torchrun: shard weights, gradients and optimizer state across the ranks (FSDP2), for models too big for one device
+dtype = 'auto' # 'float32', 'bfloat16', 'float16'; 'auto': bf16 where native, else fp16 on GPUs, else fp32
+compile = True # torch.compile the model: slower start, faster steps on GPUs
+cpu_threads = 0 # CPU threads per process; 0 = one per core, under torchrun split among this machine's ranks
+fsdp = False # under torchrun: shard weights, gradients and optimizer state across the ranks (FSDP2)
 grad_checkpointing = False # recompute each block's activations in backward: less memory for one more forward pass
 peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmul rate measured here
-# loss-spike and NaN guard: skip an update whose loss or gradient norm is NaN/inf or whose loss spikes
+# guard against NaN/inf and loss spikes: skip such an update instead of applying it
 guard = True # costs one host-device sync per step
-guard_window = 100 # a spike: a loss more than guard_zscore standard deviations above the mean of the last guard_window good steps
+guard_window = 100 # a spike: a loss guard_zscore standard deviations above the mean of this many good steps
 guard_zscore = 6.0
-guard_max_bad = 5 # after this many bad steps in a row: reload out_dir/ckpt.pt and scale the learning rate by guard_lr_factor
+guard_max_bad = 5 # this many bad steps in a row: back to this run's last checkpoint, the LR times guard_lr_factor
 guard_lr_factor = 0.5
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 changed = configure(globals())
 config = config_keys(globals()) # the resolved settings, for logging and checkpoints
+STOP_CHECK_INTERVAL = 10 # under DDP without the guard: steps between checks whether some rank was asked to stop
+MFU_WARMUP_STEPS = 5 # steps before MFU is reported: the first ones include compiling and warm-up
 # -----------------------------------------------------------------------------
 
 if init_from not in ('scratch', 'resume') and not is_pretrained(init_from):
     raise UserError(f"init_from={init_from!r} is not supported: use 'scratch', 'resume', one of {', '.join(GPT2_SIZES)}, "
                     f"or a directory holding a Hugging Face GPT-2")
-for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters',
-             'guard_window', 'guard_zscore', 'guard_max_bad'):
-    if globals()[name] <= 0:
-        raise UserError(f"{name}={globals()[name]} must be > 0")
-if keep_last < 0:
-    raise UserError(f"keep_last={keep_last} must be >= 0 (0 keeps no ckpt_<iter>.pt history)")
-for name in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters', 'lr_decay_iters', 'seed', 'max_iters',
-             'max_seconds'):
-    if globals()[name] < 0: # a negative grad_clip would flip the gradients, not clip them
-        raise UserError(f"{name}={globals()[name]} must be >= 0" + (" (0 turns clipping off)" if name == 'grad_clip' else ""))
-for name in ('beta1', 'beta2'):
-    if not 0 <= globals()[name] < 1:
-        raise UserError(f"{name}={globals()[name]} must be in [0, 1): AdamW's moving-average factor")
+check_ranges(globals(), positive=('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval',
+                                  'log_interval', 'eval_iters', 'guard_window', 'guard_zscore', 'guard_max_bad'),
+             non_negative=('keep_last', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
+                           'lr_decay_iters', 'seed', 'max_iters', 'max_seconds'),
+             unit=('beta1', 'beta2'))
 if not 0 < guard_lr_factor <= 1:
     raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: the learning rate is multiplied by it after a rollback")
 
-# various inits, derived attributes, I/O setup
-ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
+# processes and devices: torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and LOCAL_WORLD_SIZE
+ddp = 'RANK' in os.environ
+ddp_rank, ddp_local_rank, ddp_world_size, local_world_size = torchrun_ranks() # 0, 0, 1, 1 for one process
 if ddp:
-    ddp_rank = int(os.environ['RANK'])
-    ddp_local_rank = int(os.environ['LOCAL_RANK'])
-    ddp_world_size = int(os.environ['WORLD_SIZE'])
-    if backend == 'auto':
-        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
-    if backend == 'nccl' and not torch.cuda.is_available():
-        raise UserError("backend='nccl' needs CUDA GPUs: use backend='gloo' (or 'auto') on the CPU")
-    device = f'cuda:{ddp_local_rank}' if torch.cuda.is_available() and device in ('auto', 'cuda') else resolve_device(device)
-    if device.startswith('cuda'):
-        torch.cuda.set_device(device)
+    backend = resolve_backend(backend)
+    device = torchrun_device(device, ddp_local_rank)
     if gradient_accumulation_steps % ddp_world_size != 0:
         raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size "
                         f"{ddp_world_size}: use a multiple of {ddp_world_size} (each rank runs an equal share of the micro-steps)")
-    master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
-    seed_offset = ddp_rank # each process gets different dropout masks
     gradient_accumulation_steps //= ddp_world_size
 else:
-    # if not ddp, we are running on a single gpu, and one process
-    ddp_rank, master_process, seed_offset, ddp_world_size = 0, True, 0, 1
     device = resolve_device(device)
+master_process = ddp_rank == 0 # the one process that logs and writes checkpoints
+use_device(device)
 if fsdp and muon:
     raise UserError("muon=True needs each weight matrix whole (it orthogonalizes the update of the full matrix), "
                     "and fsdp=True shards them: use DDP (drop --fsdp) or AdamW (drop --muon)")
 if fsdp and not ddp:
     raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
                     "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
-if fsdp and (resolve_dtype(dtype, device) if dtype == 'auto' else dtype) == 'float16': # 'auto' gives fp16 on pre-bf16 GPUs
+dtype = resolve_dtype(dtype, device)
+if fsdp and dtype == 'float16':
     raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
                     "use dtype='bfloat16' or 'float32'")
-dtype = resolve_dtype(dtype, device)
-threads = set_cpu_threads(cpu_threads, int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if ddp else 1)
+threads = set_cpu_threads(cpu_threads, local_world_size)
 if ddp: # joined only after every check above, so that no rank waits for one that failed a check
     # a rank that dies makes the others fail after this timeout instead of hanging forever
     init_process_group(backend=backend, timeout=timedelta(minutes=10))
@@ -171,7 +154,7 @@ if master_process:
 torch.manual_seed(seed) # the same initial weights on every rank (FSDP does not broadcast them as DDP does)
 ctx = autocast_context(device, dtype)
 if device_type == 'cpu':
-    keep_freed_memory() # no page faults for the same activations every step (see model.py)
+    keep_freed_memory() # no page faults for the same activations every step (see device.py)
 
 # data: the token ids stay on disk as memmaps, opened once
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
@@ -194,17 +177,15 @@ def get_batch(split, step, micro_step=0, for_eval=False):
     starts = step_windows([seed, SPLIT_IDS[split], int(for_eval), step], n_micro * batch_size, len(data) - block_size)
     chunk = torch.from_numpy(data[starts[k * batch_size:(k + 1) * batch_size, None] + offsets].astype(np.int64))
     x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
-    if device_type == 'cuda':
-        # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
-        x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    else:
-        x, y = x.to(device), y.to(device) # a no-op on the CPU
-    return x, y
+    if device_type == 'cuda': # pinned host memory: the copy runs in the background while the GPU computes
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device) # a no-op on the CPU
 
-# init these up here, can override if init_from='resume' (i.e. from a checkpoint)
+# the run's counters, replaced by the checkpoint's on resume
 iter_num = 0
 best_val_loss = 1e9
 train_seconds = 0.0
+resume_rng = resume_guard = None
 
 # the vocab size comes from the dataset's meta.pkl if it has one (char-level), else GPT-2's, padded
 meta = load_meta(data_dir)
@@ -212,13 +193,30 @@ meta_vocab_size = meta['vocab_size'] if meta else None
 if meta_vocab_size is not None and master_process:
     print(f"found vocab_size = {meta_vocab_size} (inside {meta_file(data_dir)})")
 
-model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                  bias=bias, vocab_size=None, dropout=dropout) # start with model_args from command line
+def check_vocab(vocab_size, source, fix):
+    """The dataset's tokens must fit the model's vocabulary: its own (meta) vocabulary, or GPT-2's all of it."""
+    if meta_vocab_size is not None and meta_vocab_size != vocab_size:
+        raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} (its own vocabulary) but {source} has "
+                        f"vocab_size {vocab_size}: {fix}")
+    if meta_vocab_size is None and vocab_size < GPT2_VOCAB_SIZE:
+        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), but "
+                        f"{source} has vocab_size {vocab_size}: {fix}")
+
+def check_shape(shape, source, fix):
+    """Settings the user gave that contradict the architecture of the weights being loaded are errors."""
+    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
+        if k in changed and changed[k] != shape[k]:
+            raise UserError(f"{k}={changed[k]} but {source} has {k}={shape[k]}: {fix}")
+    if block_size > shape['block_size']:
+        raise UserError(f"block_size={block_size} is larger than the {shape['block_size']} positions of {source}: "
+                        f"a model cannot attend further than it was built for; use block_size <= {shape['block_size']}")
+
 checkpoint = None
 if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
-    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else GPT2_PADDED_VOCAB_SIZE
+    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                      vocab_size=meta_vocab_size or GPT2_PADDED_VOCAB_SIZE, dropout=dropout)
     model = GPT(GPTConfig(**model_args))
 elif init_from != 'resume':
     if master_process:
@@ -227,48 +225,23 @@ elif init_from != 'resume':
         raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 weights "
                         f"need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
-    # a local directory may hold any vocabulary (export_hf of a char-level model): it must be the dataset's
-    if meta_vocab_size is not None and meta_vocab_size != model.config.vocab_size:
-        raise UserError(f"dataset {dataset!r} has its own vocabulary ({meta_vocab_size} tokens) but the weights {init_from} "
-                        f"have vocab_size {model.config.vocab_size}: use the dataset they were trained on")
-    if meta_vocab_size is None and model.config.vocab_size < GPT2_VOCAB_SIZE:
-        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), but the "
-                        f"weights {init_from} have vocab_size {model.config.vocab_size}: use the dataset they were trained on")
-    # the architecture is the weights'; a setting the user gave that contradicts it is an error
-    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
-        if k in changed and changed[k] != getattr(model.config, k):
-            raise UserError(f"{k}={changed[k]} but the GPT-2 weights {init_from} have {k}={getattr(model.config, k)}: drop --{k}")
-    if block_size > model.config.block_size:
-        raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of {init_from}: "
-                        f"use block_size <= {model.config.block_size}")
-    model_args = {k: getattr(model.config, k) for k in MODEL_ARGS} # so the checkpoint can rebuild it
+    check_vocab(model.config.vocab_size, f"the weights {init_from}", "use the dataset they were trained on")
+    check_shape(vars(model.config), f"the GPT-2 weights {init_from}", "drop the setting")
+    model_args = {k: getattr(model.config, k) for k in MODEL_ARGS} # what a checkpoint needs to rebuild it
 else:
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if master_process:
         print(f"Resuming training from {ckpt_path}")
     t_load = time.time()
-    # fsdp: the full model is built on the CPU, and shard_model moves each rank's shard to the device
-    model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu' if fsdp else device, unsafe=unsafe_load, dropout=dropout)
+    model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu', unsafe=unsafe_load, dropout=dropout)
     ckpt_args = checkpoint['model_args']
-    # the architecture is the checkpoint's; a setting the user gave that contradicts it is an error
-    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
-        if k in changed and changed[k] != ckpt_args[k]:
-            raise UserError(f"{k}={changed[k]} but the checkpoint in {out_dir} has {k}={ckpt_args[k]}: drop --{k} to resume it")
-    if block_size > ckpt_args['block_size']:
-        raise UserError(f"block_size={block_size} is larger than the checkpoint's {ckpt_args['block_size']}: "
-                        f"a model cannot attend further than it was built for; use block_size <= {ckpt_args['block_size']}")
+    check_shape(ckpt_args, f"the checkpoint in {out_dir}", "drop the setting to resume it")
     ckpt_muon = bool((checkpoint.get('config') or {}).get('muon', False)) # nanoGPT's checkpoints: AdamW
     if muon != ckpt_muon:
         raise UserError(f"muon={muon} but the run in {out_dir} was trained with muon={ckpt_muon}, and its saved optimizer "
                         f"state is for that optimizer: resume with --muon={ckpt_muon}")
-    if meta_vocab_size is not None and meta_vocab_size != ckpt_args['vocab_size']:
-        raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} but the checkpoint in {out_dir} has "
-                        f"{ckpt_args['vocab_size']}: resume with the dataset it was trained on")
-    if meta_vocab_size is None and ckpt_args['vocab_size'] < GPT2_VOCAB_SIZE:
-        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), but the "
-                        f"checkpoint in {out_dir} has vocab_size {ckpt_args['vocab_size']}: resume with the dataset it was trained on")
-    model_args = {k: ckpt_args[k] for k in MODEL_ARGS}
-    model_args['dropout'] = dropout
+    check_vocab(ckpt_args['vocab_size'], f"the checkpoint in {out_dir}", "resume with the dataset it was trained on")
+    model_args = dict({k: ckpt_args[k] for k in MODEL_ARGS}, dropout=dropout)
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss'])
     train_seconds = float(checkpoint.get('train_seconds', 0.0))
@@ -280,38 +253,32 @@ else:
         elif max_seconds > 0 and train_seconds >= max_seconds:
             print(f"the run has already trained its max_seconds={max_seconds:g} ({train_seconds:.0f}s): "
                   f"raise --max_seconds to train it further")
-# crop down the model block size if desired, using model surgery
-if block_size < model.config.block_size:
+if block_size < model.config.block_size: # a shorter context than the weights have: cut the position table
     model.crop_block_size(block_size)
-    model_args['block_size'] = block_size # so that the checkpoint will have the right value
+    model_args['block_size'] = block_size
 model.set_attn_impl(attn_impl)
 model.grad_checkpointing = grad_checkpointing
 if fsdp:
     model = shard_model(model, dtype) # every rank built the same full model on the CPU; each keeps its shard
 else:
     model.to(device)
-if seed_offset: # dropout masks differ per rank
-    torch.manual_seed(seed + seed_offset)
+if ddp_rank: # each rank its own dropout masks
+    torch.manual_seed(seed + ddp_rank)
 
-# initialize a GradScaler. If enabled=False scaler is a no-op
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-
-# optimizer
+scaler = grad_scaler(device, dtype) # active for fp16 only
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, muon=muon)
-if checkpoint is not None:
+if checkpoint is not None: # the moments load from the CPU straight into the optimizer's state on the device
     load_optimizer_state(model, optimizer, checkpoint['optimizer'], fsdp)
     if checkpoint.get('scaler') and scaler.is_enabled():
         scaler.load_state_dict(checkpoint['scaler'])
-checkpoint = None # free up memory
+checkpoint = None # the CPU copy is no longer needed
 
-# compile the model
 raw_model = model # the unwrapped model: its state_dict has clean names
 if compile:
     if master_process:
         print("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
-# wrap model into DDP container (FSDP already wrapped it in place)
-if ddp and not fsdp:
+if ddp and not fsdp: # FSDP already wrapped the model in place
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
 @torch.no_grad()
@@ -320,15 +287,17 @@ def mean_loss(net, n, batch):
     The loss over batches 0..n-1 (batch(i) gives X, Y), weighted by their rows. Rank r computes batches
     r, r+W, r+2W, ... and the sums are all-reduced, so every rank gets what one process gets, W times sooner.
     A rank with one batch fewer runs its last batch again uncounted: FSDP's forward needs every rank.
+    The sums stay on the device, in fp32 (MPS has no fp64), until the one .item() at the end.
     """
-    total = torch.zeros(2, dtype=torch.float64, device=device) # sum of loss * rows, rows
+    total = torch.zeros(2, device=device) # sum of loss * rows, rows
     net.eval()
     for i in range(ddp_rank, math.ceil(n / ddp_world_size) * ddp_world_size, ddp_world_size):
         X, Y = batch(min(i, n - 1))
         with ctx:
             _, loss = net(X, Y)
         if i < n:
-            total += torch.tensor([loss.item() * len(X), len(X)], dtype=torch.float64, device=device)
+            total[0] += loss.detach().float() * len(X)
+            total[1] += len(X)
     net.train()
     if ddp:
         all_reduce(total)
@@ -358,14 +327,14 @@ def get_lr(it, seconds):
     return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)
 
 saves = 0 # checkpoints this process wrote
+owns_checkpoint = init_from == 'resume' # out_dir/ckpt.pt is this run's: resumed from, or saved by it
 
 def save(best):
     """Every rank calls it (FSDP gathers the full state dicts on rank 0); rank 0 writes."""
-    global saves
+    global saves, owns_checkpoint
     model_state, optimizer_state = full_state_dicts(raw_model, optimizer, fsdp)
     if not master_process:
         return
-    saves += 1
     checkpoint = {
         'model': model_state,
         'optimizer': optimizer_state,
@@ -383,21 +352,23 @@ def save(best):
         checkpoint['scaler'] = scaler.state_dict()
     t = time.time()
     path = save_run_checkpoint(checkpoint, out_dir, best=best, keep_last=keep_last)
+    saves += 1
+    owns_checkpoint = True
     print(f"saved {path}{' and ' + os.path.join(out_dir, 'best.pt') if best else ''} in {time.time() - t:.2f}s")
 
 def rollback():
-    """Too many bad steps in a row: back to the last checkpoint's weights and optimizer, with a lower learning rate."""
+    """Too many bad steps in a row: back to this run's last checkpoint, with a lower learning rate. Every rank calls it."""
     loss_guard.lr_scale *= guard_lr_factor
     loss_guard.bad_streak = 0
+    optimizer.zero_grad(set_to_none=True) # the gradients' memory, before a second copy of the weights arrives
     path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(path): # nothing saved yet: the lower learning rate is all we can do
-        return "no checkpoint yet, kept the weights"
-    good = load_checkpoint(path, 'cpu' if fsdp else device)
+    good = rollback_checkpoint(path, owns_checkpoint, distributed=ddp) # rank 0 decides and reads, for every rank
+    if good is None: # nothing saved by this run yet: the lower learning rate is all we can do
+        return "no checkpoint of this run yet, kept the weights"
     load_model_state(raw_model, clean_state_dict(good['model']), fsdp)
     load_optimizer_state(raw_model, optimizer, good['optimizer'], fsdp)
     return f"reloaded {path} (iter {good['iter_num']})"
 
-# logging
 if wandb_log and master_process:
     import wandb
     try:
@@ -413,27 +384,26 @@ if init_from == 'resume': # the random state goes last: everything above may hav
         loss_guard.load_state_dict(resume_guard)
     restore_rng_state(resume_rng, seed, ddp_rank, iter_num)
 stop = GracefulStop()
-# training loop
-X, Y = get_batch('train', iter_num, 0) # fetch the very first batch
+
+X, Y = get_batch('train', iter_num, 0) # the first micro-batch; each later one is fetched during the step before
 t0 = t_start = time.time()
 seconds_before = train_seconds # training time of the run before it was resumed
-local_iter_num = 0 # number of iterations in the lifetime of this process
+local_iter_num = 0 # steps run by this process
 running_mfu = -1.0
 stop_now = False
 try:
     while True:
-
-        # determine and set the learning rate for this iteration
+        # the learning rate of this step
         train_seconds = seconds_before + time.time() - t_start
         if ddp and max_seconds > 0: # rank 0's clock drives every rank, so that all apply the same LR and stop together
-            clock = torch.tensor(train_seconds, dtype=torch.float64, device=device)
+            clock = torch.full((1,), train_seconds, device=device) # fp32: MPS has no fp64
             torch.distributed.broadcast(clock, 0)
             train_seconds = clock.item()
         lr = get_lr(iter_num, train_seconds) * loss_guard.lr_scale
         for param_group in optimizer.param_groups:
             param_group['lr'] = lr
 
-        # evaluate the loss on train/val sets and write checkpoints
+        # evaluate, and save a checkpoint
         last = iter_num >= max_iters or (max_seconds > 0 and train_seconds >= max_seconds)
         if iter_num % eval_interval == 0 or last or eval_only: # every rank evaluates its share; all get the same losses
             losses = estimate_loss()
@@ -455,40 +425,49 @@ try:
         if eval_only or last:
             break
 
-        # forward backward update, with optional gradient accumulation to simulate larger batch size
-        # and using the GradScaler if data type is float16
+        # forward and backward over the micro-batches, then one update
         loss_sum = torch.zeros((), device=device)
         for micro_step in range(gradient_accumulation_steps):
-            # sync gradients only at the last micro step: the others just accumulate locally
+            # only the last micro-step's backward syncs gradients across ranks; the others accumulate locally
             if fsdp:
                 raw_model.set_requires_gradient_sync(micro_step == gradient_accumulation_steps - 1)
             elif ddp:
                 model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
             with ctx:
                 logits, loss = model(X, Y)
-                loss = loss / gradient_accumulation_steps # scale the loss to account for gradient accumulation
+                loss = loss / gradient_accumulation_steps # the step's gradient is the mean over its micro-batches
             loss_sum += loss.detach()
-            # immediately async prefetch next batch while model is doing the forward pass on the GPU
+            # fetch the next micro-batch while the device works on this one
             if micro_step + 1 < gradient_accumulation_steps:
                 X, Y = get_batch('train', iter_num, micro_step + 1)
             else:
                 X, Y = get_batch('train', iter_num + 1, 0)
-            # backward pass, with gradient scaling if training in fp16
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward() # fp16: the loss scaled up so that small gradients do not underflow
         # clip the gradient; the guard needs its norm too (max_norm=inf measures it and leaves the gradients as they are)
         grad_norm = None
         if grad_clip != 0.0 or guard:
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip != 0.0 else float('inf'))
-        stop_now = stop.signal is not None
-        if ddp: # all ranks must decide alike: the mean loss over ranks, and stop if any rank was signalled
-            shared = torch.stack([loss_sum, torch.tensor(float(stop_now), device=device)])
-            all_reduce(shared)
-            loss_sum, stop_now = shared[0] / ddp_world_size, shared[1].item() > 0
-        # an fp16 overflow (inf gradients) is the GradScaler's to handle: it skips that step itself
-        bad = loss_guard.check(loss_sum.item(), None if scaler.is_enabled() else grad_norm.item()) if guard else None
+        if hasattr(grad_norm, 'full_tensor'): # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        log_now = iter_num % log_interval == 0
+        stop_now, any_stop = stop.signal is not None, None
+        if ddp: # all ranks must decide alike: on the mean loss over ranks, and to stop if any rank was signalled
+            stop_now = False # a rank that left the loop alone would leave the others waiting in a collective
+            if guard or log_now or iter_num % STOP_CHECK_INTERVAL == 0: # steps in between pay no sync for the flag
+                shared = torch.stack([loss_sum, torch.full((), float(stop.signal is not None), device=device)])
+                all_reduce(shared)
+                loss_sum, any_stop = shared[0] / ddp_world_size, shared[1]
+        bad = None
+        if guard: # one host sync for everything it reads; an fp16 overflow (inf gradients) is the GradScaler's to handle
+            extra = [any_stop] if any_stop is not None else []
+            values = torch.stack([loss_sum.float(), grad_norm.float()] + extra).tolist()
+            bad = loss_guard.check(values[0], None if scaler.is_enabled() else values[1])
+            stop_now = values[2] > 0 if extra else stop_now
+        elif any_stop is not None:
+            stop_now = any_stop.item() > 0
         if bad is None:
-            scaler.step(optimizer) # step the optimizer and scaler if training in fp16
+            scaler.step(optimizer)
         elif master_process:
             print(f"iter {iter_num}: skipped the update, {bad} ({loss_guard.skipped} skipped so far)")
         if bad is not None and loss_guard.bad_streak >= guard_max_bad:
@@ -496,17 +475,15 @@ try:
             if master_process:
                 print(f"iter {iter_num}: {guard_max_bad} bad steps in a row: {what}, learning rate now x{loss_guard.lr_scale:g}")
         scaler.update()
-        # flush the gradients as soon as we can, no need for this memory anymore
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True) # free the gradients' memory until the next backward
 
         # timing and logging
         t1 = time.time()
         dt = t1 - t0
         t0 = t1
-        if iter_num % log_interval == 0 and master_process:
-            # the mean loss of this step's micro-batches; .item() syncs with the device
-            lossf = loss_sum.item()
-            if local_iter_num >= 5: # let the training loop settle a bit
+        if log_now and master_process:
+            lossf = loss_sum.item() # the mean loss of this step's micro-batches (a host sync)
+            if local_iter_num >= MFU_WARMUP_STEPS:
                 if peak is None: # so short runs never pay for a matmul benchmark; the next step's timer skips it
                     peak = device_peak_flops(device, dtype, peak_flops)
                     t0 = time.time()
@@ -523,7 +500,7 @@ try:
             save(best=False)
             if master_process:
                 print(f"stopped on {stop.signal or 'a signal to another rank'} at iter {iter_num}; resume with: "
-                      f"{resume_command(sys.argv, ddp_world_size)}")
+                      f"{resume_command(sys.argv, ddp_world_size, local_world_size)}")
             break
 
     if full_eval and not stop_now:
@@ -538,18 +515,11 @@ try:
         torch.distributed.barrier()
 finally:
     if ddp:
-        model = None # DDP's wrapper holds the process group (see the end of this file)
+        model = None # DDP's wrapper holds the process group (docs/gloo-teardown.md)
         destroy_process_group()
 
-# A gloo process group's worker threads stop only when the last reference to the group goes. If that is left to the
-# interpreter's teardown, they can abort a process whose run ended well ('terminate called without an active
-# exception', SIGABRT; seen here with FSDP). So nothing may hold the group past destroy_process_group, and three
-# things would:
-# - DDP's wrapper: let go of in the finally block above.
-# - torch.distributed.nn.functional, which takes group.WORLD as a default argument: imported after init_process_group
-#   (torch.optim imports it, through torch._dynamo) it would hold the group for good; imported at the top, it holds None.
-# - FSDP2: DTensor's caches keep the device mesh, and the mesh keeps the group. Nothing public lets go of them, so an
-#   FSDP rank skips the teardown: everything is saved, written out and the group destroyed by now.
+# FSDP's DTensor caches keep the process group alive, and no public API lets go of them; a gloo group torn down by the
+# interpreter's exit can abort a run that ended well. Everything is saved and flushed by now: skip that teardown.
 if fsdp:
     if wandb_log and master_process:
         wandb.finish()

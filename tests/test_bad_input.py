@@ -88,16 +88,18 @@ def world(tmp_path_factory):
     os.makedirs(w / 'readonly')
     os.chmod(w / 'readonly', 0o555)
     (w / 'failing_config.py').write_text('batch_size = 1 // 0\n')
-    prepare = os.path.join(ROOT, 'data', 'shakespeare_char', 'prepare.py')
-    os.makedirs(w / 'prep_empty')
-    shutil.copy(prepare, w / 'prep_empty' / 'prepare.py')
-    (w / 'prep_empty' / 'input.txt').write_text('')
-    os.makedirs(w / 'prep_latin1')
-    shutil.copy(prepare, w / 'prep_latin1' / 'prepare.py')
-    (w / 'prep_latin1' / 'input.txt').write_bytes('To be, or not to be: café'.encode('latin-1'))
-    os.makedirs(w / 'prep_offline') # no input.txt, and a download that cannot succeed
-    with open(prepare) as f:
-        (w / 'prep_offline' / 'prepare.py').write_text(f.read().replace("DATA_URL = 'https://", "DATA_URL = 'http://127.0.0.1:9/"))
+    # copies of the char-level prepare.py in folders of their own, each beside a bad input.txt (or none);
+    # the copies import common.py and tokens.py from the repo, and the offline one downloads from a closed port
+    with open(os.path.join(ROOT, 'data', 'shakespeare_char', 'prepare.py')) as f:
+        prepare = f.read().replace("os.path.dirname(os.path.dirname(here))", repr(ROOT))
+    offline = "import tokens; tokens.TINY_SHAKESPEARE_URL = 'http://127.0.0.1:9/input.txt'\n"
+    for name, text in (('prep_empty', b''), ('prep_latin1', 'To be, or not to be: café'.encode('latin-1')),
+                       ('prep_offline', None)):
+        os.makedirs(w / name)
+        script = prepare.replace('exit_on_user_error()\n', 'exit_on_user_error()\n' + offline, 1)
+        (w / name / 'prepare.py').write_text(script if name == 'prep_offline' else prepare)
+        if text is not None:
+            (w / name / 'input.txt').write_bytes(text)
     return w
 
 
@@ -186,7 +188,7 @@ CASES = [
     # prepare scripts
     ('prepare: empty input.txt', '{w}/prep_empty/prepare.py', [], 'input.txt is empty'),
     ('prepare: input.txt not UTF-8', '{w}/prep_latin1/prepare.py', [], 'is not UTF-8 text'),
-    ('prepare: offline, no input.txt', '{w}/prep_offline/prepare.py', [], 'Put the file at {w}/prep_offline/input.txt'),
+    ('prepare: offline, no input.txt', '{w}/prep_offline/prepare.py', [], 'offline, put the file at {w}/prep_offline/input.txt'),
 ]
 
 
@@ -201,7 +203,7 @@ def test_bad_input_is_one_line_and_changes_no_file(world, script, args, expected
 
 
 def test_a_library_message_inside_an_error_is_its_first_line_cut_after_a_sentence():
-    from model import ERROR_DETAIL_CHARS, first_line
+    from common import ERROR_DETAIL_CHARS, first_line
     long = 'failed finding central directory. ' + 'This is an internal error of the reader. ' * 10
     assert first_line(RuntimeError(long + '\nsecond line')) == 'failed finding central directory. ' \
         + 'This is an internal error of the reader. ' * 3 + 'This is an internal error of the reader.'

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, one_line_error, run
-from model import GPT, GPTConfig, shard_model, step_windows
+from device import shard_model
+from model import GPT, GPTConfig
+from tokens import step_windows
 from test_train import losses, train
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -120,7 +122,8 @@ def test_fsdp_computes_in_bf16_and_keeps_fp32_shards(tmp_path):
 import os, sys
 sys.path[0] = os.getcwd()
 import torch
-from model import GPT, GPTConfig, shard_model
+from device import shard_model
+from model import GPT, GPTConfig
 torch.distributed.init_process_group('gloo', init_method='file://{tmp_path}/store', rank=0, world_size=1)
 model = shard_model(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, dropout=0.0)), 'bfloat16')
 seen = []

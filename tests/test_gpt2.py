@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from conftest import ROOT, SHARED_INPUT, one_line_error, run
-from model import GPT, GPTConfig, GPT2_BPE_FILES, UserError, gpt2_encoding, save_checkpoint, write_token_shards
+from checkpoint import save_checkpoint
+from common import UserError
+from model import GPT, GPTConfig
+from tokens import GPT2_BPE_FILES, gpt2_encoding, write_token_shards
 
 SHARED_BPE = os.path.join(ROOT, '..', 'shared', 'data', 'gpt2-bpe')
 BPE_DIR = os.path.join(ROOT, 'data', 'shakespeare')
@@ -87,7 +90,7 @@ def py(code, env):
                           env=dict(os.environ, **env))
 
 
-ENCODE = "import model; model.exit_on_user_error(); e = model.gpt2_encoding(); print(e.encode('Hello world'), e.eot_token)"
+ENCODE = "import common, tokens; common.exit_on_user_error(); e = tokens.gpt2_encoding(); print(e.encode('Hello world'), e.eot_token)"
 
 # -----------------------------------------------------------------------------
 # the tokenizer
@@ -140,14 +143,6 @@ def test_prepare_shakespeare_bpe_gives_nanogpts_token_counts(bpe_data):
     enc = gpt2_encoding()
     assert enc.decode(train_ids[:4].tolist()).startswith('First Citizen:')
     assert train_ids.max() < 50257 and 50256 not in train_ids # no <|endoftext|> in one continuous text
-
-
-def test_prepare_shakespeare_offline_without_input_says_where_to_put_the_file(tmp_path, bpe_cache):
-    script = tmp_path / 'prepare.py'
-    with open(os.path.join(BPE_DIR, 'prepare.py')) as f:
-        script.write_text(f.read().replace("DATA_URL = 'https://", "DATA_URL = 'http://127.0.0.1:9/"))
-    p = run(str(script), check=False, env_extra={'PYTHONPATH': ROOT}) # the copy finds model.py through PYTHONPATH
-    assert str(tmp_path / 'input.txt') in one_line_error(p) and 'Put the file at' in p.stderr
 
 
 def test_prepare_openwebtext_from_local_files_writes_exactly_tiktokens_stream(tmp_path, bpe_cache):

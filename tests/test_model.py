@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (GPT, GPTConfig, Dropout, MODEL_ARGS, MuonFp32, PackedLinear, UserError, packed_linear_supported, cosine_lr,
-                   prepare_for_sampling)
+from common import UserError
+from model import GPT, GPTConfig, Dropout, MODEL_ARGS, PackedLinear, packed_linear_supported, prepare_for_sampling
+from optimizers import MuonFp32, cosine_lr
 
 def tiny(**kw):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
@@ -397,33 +398,33 @@ def test_estimate_mfu_uses_the_peak_it_is_given():
 @pytest.mark.parametrize('native_bf16', [True, False])
 def test_a_cpus_peak_for_bf16_is_its_fp32_rate_when_it_has_no_bf16_units(monkeypatch, native_bf16):
     """Emulated bf16 runs far below fp32 (0.9 vs 164 GFLOP/s measured on an AVX2 CPU): MFU is then against fp32's rate."""
-    import model as model_py
-    monkeypatch.setattr(model_py, 'cpu_supports_bf16', lambda: native_bf16)
-    monkeypatch.setattr(model_py, '_CPU_PEAK', {})
-    monkeypatch.setattr(model_py, 'measure_matmul_flops', lambda device, dtype: {'float32': 1e11, 'bfloat16': 4e11}[dtype])
-    assert model_py.device_peak_flops('cpu', 'bfloat16') == (4e11 if native_bf16 else 1e11)
-    assert model_py.device_peak_flops('cpu', 'float32') == 1e11
-    assert model_py.device_peak_flops('cpu', 'bfloat16', override=5e12) == 5e12 # the user's peak_flops wins
+    import device as device_py
+    monkeypatch.setattr(device_py, 'cpu_supports_bf16', lambda: native_bf16)
+    monkeypatch.setattr(device_py, '_MEASURED_PEAK', {})
+    monkeypatch.setattr(device_py, 'measure_matmul_flops', lambda device, dtype: {'float32': 1e11, 'bfloat16': 4e11}[dtype])
+    assert device_py.device_peak_flops('cpu', 'bfloat16') == (4e11 if native_bf16 else 1e11)
+    assert device_py.device_peak_flops('cpu', 'float32') == 1e11
+    assert device_py.device_peak_flops('cpu', 'bfloat16', override=5e12) == 5e12 # the user's peak_flops wins
 
 
 def test_a_remeasured_peak_keeps_the_best_rate_so_a_noisy_moment_cannot_push_mfu_over_100_percent(monkeypatch):
     """A shared CPU's matmul rate swings (84 to 156 GFLOP/s seen minutes apart): bench measures before and after its run."""
-    import model as model_py
+    import device as device_py
     rates = iter([0.9e11, 1.5e11, 1.2e11])
-    monkeypatch.setattr(model_py, '_CPU_PEAK', {})
-    monkeypatch.setattr(model_py, 'measure_matmul_flops', lambda device, dtype: next(rates))
-    assert model_py.device_peak_flops('cpu', 'float32') == 0.9e11
-    assert model_py.device_peak_flops('cpu', 'float32') == 0.9e11 # cached: no new measurement
-    assert model_py.device_peak_flops('cpu', 'float32', remeasure=True) == 1.5e11
-    assert model_py.device_peak_flops('cpu', 'float32', remeasure=True) == 1.5e11 # a slower moment does not lower it
+    monkeypatch.setattr(device_py, '_MEASURED_PEAK', {})
+    monkeypatch.setattr(device_py, 'measure_matmul_flops', lambda device, dtype: next(rates))
+    assert device_py.device_peak_flops('cpu', 'float32') == 0.9e11
+    assert device_py.device_peak_flops('cpu', 'float32') == 0.9e11 # cached: no new measurement
+    assert device_py.device_peak_flops('cpu', 'float32', remeasure=True) == 1.5e11
+    assert device_py.device_peak_flops('cpu', 'float32', remeasure=True) == 1.5e11 # a slower moment does not lower it
 
 
 def test_measure_matmul_flops_gives_a_plausible_rate_and_leaves_the_global_rng_alone():
     """train.py measures the peak at its first MFU log line, mid-run: the dropout masks after it must not change."""
     torch.manual_seed(0)
     expected = torch.rand(3)
-    import model as model_py
+    import device as device_py
     torch.manual_seed(0)
-    rate = model_py.measure_matmul_flops('cpu', 'float32', n=256, iters=2, repeats=2)
+    rate = device_py.measure_matmul_flops('cpu', 'float32', n=256, iters=2, repeats=2)
     assert 1e8 < rate < 1e14
     assert torch.equal(torch.rand(3), expected)

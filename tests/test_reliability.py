@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, run
-from model import GPT, LossGuard, load_checkpoint, save_run_checkpoint
+from checkpoint import LossGuard, load_checkpoint, save_run_checkpoint
+from model import GPT
 from test_train import assert_same_training_state, losses, train
 
 pytestmark = pytest.mark.usefixtures('char_data')
@@ -246,7 +247,7 @@ def test_a_checkpoint_that_needs_the_unsafe_loader_loads_only_with_the_flag_and_
 
 
 def test_prepare_writes_meta_json_and_it_is_read_before_the_pickle(char_data, tmp_path):
-    from model import load_meta, meta_file
+    from tokens import load_meta, meta_file
     import json
     import shutil
     with open(os.path.join(char_data, 'meta.json')) as f:
@@ -264,7 +265,7 @@ def test_prepare_writes_meta_json_and_it_is_read_before_the_pickle(char_data, tm
 
 def load_meta_from_pickle_only(char_data, tmp_path):
     import shutil
-    from model import load_meta
+    from tokens import load_meta
     only_pickle = tmp_path / 'only_pickle'
     only_pickle.mkdir()
     shutil.copy(os.path.join(char_data, 'meta.pkl'), only_pickle / 'meta.pkl')
@@ -293,4 +294,4 @@ def test_under_ddp_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_pa
         p.kill()
     text = log.read_text()
     stopped_at = ckpt(tmp_path / 'ckpt.pt')['iter_num']
-    assert f'stopped on a signal to another rank at iter {stopped_at}; resume with: torchrun --nproc_per_node=2 ' in text
+    assert f'stopped on a signal to another rank at iter {stopped_at}; resume with: torchrun --standalone --nproc_per_node=2 ' in text

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import TINY, one_line_error, run
-from model import GPT, GPTConfig, save_checkpoint
+from checkpoint import save_checkpoint
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures('char_data')
 
@@ -150,7 +151,8 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
     path = str(tmp_path / 'ckpt.pt')
     save_checkpoint({'model': {'w': torch.ones(3)}}, path)
     def crash(obj, f):
-        f.write(b'half a checkpoint')
+        with open(f, 'wb') as half:
+            half.write(b'half a checkpoint')
         raise KeyboardInterrupt
     monkeypatch.setattr(torch, 'save', crash)
     with pytest.raises(KeyboardInterrupt):

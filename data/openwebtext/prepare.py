@@ -9,7 +9,7 @@ local files), a shuffled split of 0.05% of the documents for val (seed 2357), ea
 tiktoken's 'gpt2' and followed by <|endoftext|> (50256), and the ids written as uint16 to train.bin and
 val.bin through a memmap, one shard at a time, so memory never holds a whole split. For openwebtext that
 is ~9B train tokens (~17GB) and ~4M val tokens, as in nanoGPT. Offline, the tokenizer needs GPT2_BPE_DIR
-(see model.gpt2_encoding).
+(see tokens.gpt2_encoding).
 Local files: .txt is one document per file (text_sample_by='document'; 'line' or 'paragraph' split it),
 .json/.jsonl take the text_field of each record; a directory means the .txt/.json/.jsonl files under it.
 """
@@ -19,9 +19,10 @@ import sys
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(here))) # the repo root, for model.py and configurator.py
+sys.path.insert(0, os.path.dirname(os.path.dirname(here))) # the repo root: common.py, tokens.py, configurator.py
+from common import UserError, exit_on_user_error, first_line
 from configurator import configure
-from model import GPT2_EOT, UserError, exit_on_user_error, first_line, gpt2_encoding, write_token_shards
+from tokens import GPT2_EOT, gpt2_encoding, write_token_shards
 
 # -----------------------------------------------------------------------------
 files = '' # comma-separated local .txt/.json/.jsonl files, globs or directories; '' = Hugging Face's openwebtext
@@ -102,7 +103,7 @@ if len(dataset) < 2:
     raise UserError(f"only {len(dataset)} document(s): a train/val split needs at least 2")
 
 split_dataset = dataset.train_test_split(test_size=test_size, seed=seed, shuffle=True)
-split_dataset['val'] = split_dataset.pop('test') # rename the test split to val
+split_dataset['val'] = split_dataset.pop('test') # train.py reads the held-out split as 'val'
 
 def process(batch):
     # a batch of documents per call: far less per-call overhead in datasets than one document at a time
