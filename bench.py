@@ -41,7 +41,7 @@ from tokens import GPT2_PADDED_VOCAB_SIZE, load_meta, open_tokens
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
-baseline = True # first time the same model the plain nanoGPT way (fp32, SDPA, unfused AdamW, no KV cache) and print speed-ups
+baseline = True # first time the same model as nanoGPT runs it (fp32, SDPA, unfused AdamW, no KV cache): speed-ups
 batch_size = 8
 block_size = 256
 n_layer = 6
@@ -204,13 +204,15 @@ def replay_step(step):
         per_op[name] = per_op.get(name, 0.0) + sorted(times)[REPLAY_REPEATS // 2]
     total = sum(per_op.values())
     largest = sorted(per_op.items(), key=lambda kv: -kv[1])[:8]
-    print(f"replay: the step's {len(calls)} ops, each run again on its own with its inputs hot: {total*1000:.1f} ms in all; "
+    print(f"replay: the step's {len(calls)} ops, each run again on its own with its inputs hot: "
+          f"{total*1000:.1f} ms in all; "
           "largest: " + ', '.join(f"{name} {t*1000:.1f}" for name, t in largest))
     return total
 
 def time_sampling(model, ctx, cached, overflow, profiled, compiled=False):
     """One untimed short generation (which compiles, if compiled), then max_new_tokens timed ones. Returns tokens/s."""
-    prompt = batches[0][0][:, :prompt_len] if prompt_len <= block_size else torch.randint(vocab_size, (batch_size, prompt_len), device=device)
+    prompt = (batches[0][0][:, :prompt_len] if prompt_len <= block_size
+              else torch.randint(vocab_size, (batch_size, prompt_len), device=device))
     generate = lambda n: model.generate(prompt, n, top_k=1, use_kv_cache=cached, overflow=overflow, compile=compiled)
     with torch.no_grad(), ctx:
         t0 = time.perf_counter()
@@ -240,7 +242,8 @@ if mode == 'train':
     if device_type == 'cpu':
         keep_freed_memory()
     model = new_model(attn_impl)
-    print(f"device {device}, dtype {dtype}, attention {attn_impl}, {threads} CPU thread(s), {model.get_num_params()/1e6:.2f}M parameters")
+    print(f"device {device}, dtype {dtype}, attention {attn_impl}, {threads} CPU thread(s), "
+          f"{model.get_num_params()/1e6:.2f}M parameters")
     peak = device_peak_flops(device, dtype, peak_flops)
     step = training_step(model, dtype, fused_adamw, compile, muon)
     dt = time_training(step, profile)
@@ -255,7 +258,8 @@ if mode == 'train':
         summary['speedup'] = f"{float(summary['baseline_ms_per_iter']) / (dt * 1000):.2f}"
         print(f"speed-up over the baseline: {summary['speedup']}x")
 else:
-    summary.update(prompt_len=prompt_len, max_new_tokens=max_new_tokens, kv_cache=kv_cache, overflow=overflow, compile=compile)
+    summary.update(prompt_len=prompt_len, max_new_tokens=max_new_tokens, kv_cache=kv_cache, overflow=overflow,
+                   compile=compile)
     if baseline:
         model = new_model('sdpa' if device_type == 'cpu' else attn_impl, plain=True).eval()
         rate = time_sampling(model, fp32, False, 'recompute', False)

@@ -52,7 +52,8 @@ def load_checkpoint(path, unsafe=False):
     unpickles it in full (that can run code: only for files you trust) and says so on stderr.
     """
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path}: train one first (python train.py ...) or set out_dir to the run's directory")
+        raise CheckpointError(f"no checkpoint at {path}: train one first (python train.py ...) "
+                              f"or set out_dir to the run's directory")
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
@@ -61,13 +62,16 @@ def load_checkpoint(path, unsafe=False):
         if 'Unsupported global' not in str(e):
             raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt, or another format)")
         if not unsafe:
-            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain values, and loading it could run code: "
+            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain values, and loading it "
+                                  f"could run code: "
                                   f"if you trust the file, rerun with --unsafe_load=True")
-        print(f"warning: loading {path} with the unsafe pickle loader (unsafe_load=True): it can run code", file=sys.stderr)
+        print(f"warning: loading {path} with the unsafe pickle loader (unsafe_load=True): it can run code",
+              file=sys.stderr)
         try:
             checkpoint = torch.load(path, map_location='cpu', weights_only=False)
         except Exception as e:
-            raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {first_line(e)}")
+            raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                                  f"{type(e).__name__}: {first_line(e)}")
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line(e)}")
     if not isinstance(checkpoint, dict) or 'model' not in checkpoint:
@@ -173,7 +177,8 @@ def set_rng_state(state):
     """
     torch.set_rng_state(state['torch'].cpu())
     n = state['numpy']
-    np.random.set_state(('MT19937', n['keys'].cpu().numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
+    keys = n['keys'].cpu().numpy().astype(np.uint32)
+    np.random.set_state(('MT19937', keys, n['pos'], n['has_gauss'], n['cached_gaussian']))
     p = state['python']
     random.setstate((p['version'], tuple(p['internal']), p['gauss_next']))
     if 'cuda' in state and torch.cuda.is_available():
@@ -220,7 +225,8 @@ class LossGuard:
             mean = sum(self.recent) / len(self.recent)
             std = math.sqrt(sum((x - mean) ** 2 for x in self.recent) / len(self.recent))
             if std > 0 and (loss - mean) / std > self.zscore:
-                reason = f"loss spike: {loss:.4f} is {(loss - mean) / std:.1f} standard deviations above the last {self.window} steps' mean {mean:.4f}"
+                reason = (f"loss spike: {loss:.4f} is {(loss - mean) / std:.1f} standard deviations above "
+                          f"the last {self.window} steps' mean {mean:.4f}")
         if reason is None:
             self.bad_streak = 0
             self.recent = (self.recent + [loss])[-self.window:]
@@ -230,11 +236,13 @@ class LossGuard:
         return reason
 
     def state_dict(self):
-        return {'recent': list(self.recent), 'skipped': self.skipped, 'bad_streak': self.bad_streak, 'lr_scale': self.lr_scale}
+        return {'recent': list(self.recent), 'skipped': self.skipped, 'bad_streak': self.bad_streak,
+                'lr_scale': self.lr_scale}
 
     def load_state_dict(self, state):
         self.recent = [float(x) for x in state['recent']][-self.window:]
-        self.skipped, self.bad_streak, self.lr_scale = int(state['skipped']), int(state['bad_streak']), float(state['lr_scale'])
+        self.skipped, self.bad_streak = int(state['skipped']), int(state['bad_streak'])
+        self.lr_scale = float(state['lr_scale'])
 
 class GracefulStop:
     """
@@ -252,7 +260,8 @@ class GracefulStop:
             os._exit(128 + signum) # the shell's convention for "killed by signal signum"
         self.signal = signal.Signals(signum).name
         # os.write, not print: a handler may interrupt a print in progress
-        os.write(sys.stderr.fileno(), f"{self.signal}: stopping after this step (send it again to quit at once)\n".encode())
+        message = f"{self.signal}: stopping after this step (send it again to quit at once)\n"
+        os.write(sys.stderr.fileno(), message.encode())
 
 def resume_command(argv, world_size=1, local_world_size=None, env=os.environ):
     """

@@ -1,5 +1,4 @@
-"""
-Config overrides for train.py, sample.py and bench.py, nanoGPT style:
+"""Settings for train.py, sample.py and bench.py: plain globals, overridden by config files and --key=value.
 
     python train.py config/shakespeare_char.py --batch_size=32 --compile=False
 
@@ -137,7 +136,8 @@ def check_ranges(settings, positive=(), non_negative=(), unit=()):
             raise ConfigError(f"{name}={settings[name]} must be > 0")
     for name in non_negative:
         if settings[name] < 0: # a negative grad_clip would flip the gradients, not clip them
-            raise ConfigError(f"{name}={settings[name]} must be >= 0" + (" (0 turns it off)" if name == 'grad_clip' else ""))
+            hint = " (0 turns it off)" if name == 'grad_clip' else ""
+            raise ConfigError(f"{name}={settings[name]} must be >= 0{hint}")
     for name in unit:
         if not 0 <= settings[name] < 1:
             raise ConfigError(f"{name}={settings[name]} must be in [0, 1)")

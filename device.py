@@ -1,4 +1,4 @@
-"""Device and precision: which device and dtype a run uses, CPU threads and memory, distributed setup, peak FLOP/s for MFU.
+"""Device and precision: the device and dtype of a run, CPU threads and memory, torchrun ranks, peak FLOP/s for MFU.
 
 One place for train.py, sample.py and bench.py. Capability questions (does this GPU run bf16 natively?) are asked
 here only, so that every caller gets the same answer.
@@ -74,6 +74,19 @@ def torchrun_device(device, local_rank):
     if device in ('auto', 'cuda') and torch.cuda.is_available():
         return f'cuda:{local_rank}'
     return resolve_device(device)
+
+
+def check_fsdp(ddp, dtype, muon):
+    """The settings that FSDP sharding cannot run with, each a one-line error."""
+    if not ddp:
+        raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
+                        "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
+    if muon:
+        raise UserError("muon=True needs each weight matrix whole (it orthogonalizes the update of the full matrix), "
+                        "and fsdp=True shards them: use DDP (drop --fsdp) or AdamW (drop --muon)")
+    if dtype == 'float16':
+        raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
+                        "use dtype='bfloat16' or 'float32'")
 
 
 def set_cpu_threads(threads, ranks_here=1):

@@ -56,7 +56,8 @@ def check_hf_gpt2_config(config, where):
     """One clear error for a Hugging Face config that our GPT cannot reproduce."""
     model_type = config.get('model_type')
     if model_type != 'gpt2':
-        raise UserError(f"{where} holds a {model_type!r} model, not GPT-2: only GPT-2 weights (model_type 'gpt2') can be loaded")
+        raise UserError(f"{where} holds a {model_type!r} model, not GPT-2: only GPT-2 weights (model_type 'gpt2') "
+                        f"can be loaded")
     unsupported = []
     if config.get('n_inner') not in (None, 4 * config.get('n_embd', 0)):
         unsupported.append(f"n_inner={config['n_inner']} (we use 4 * n_embd)")

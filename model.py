@@ -1,6 +1,6 @@
-"""
-The GPT language model: GPTConfig, its layers, GPT (forward, generation with a KV cache, optimizer groups, MFU),
-and the entry points that build a GPT from a checkpoint or from GPT-2 weights.
+"""The GPT language model: GPTConfig, its layers, GPT (forward, KV-cache generation, optimizer groups, MFU).
+
+Also the entry points that build a GPT from a checkpoint or from GPT-2 weights.
 
 Parameter names and checkpoint keys are exactly nanoGPT's, so checkpoints move freely between the two projects.
 The architecture is GPT-2's, as in:
@@ -37,7 +37,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True # biases in Linears and LayerNorms, like GPT-2. False: a bit better and faster
-    gelu_approximate: str = 'none' # 'none': the exact GELU, as nanoGPT; 'tanh': the approximation OpenAI's GPT-2 was trained with
+    gelu_approximate: str = 'none' # 'none': the exact GELU, as nanoGPT; 'tanh': the one OpenAI's GPT-2 was trained with
 
 # the keys of GPTConfig, in the order nanoGPT stores them as a checkpoint's 'model_args'
 MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
@@ -191,7 +191,8 @@ def causal_bias(Tq, Tk, device, dtype):
     """The same mask as an additive (Tq, Tk) bias: 0 where allowed, -inf where not."""
     key = (Tq, Tk, str(device), dtype)
     if key not in _MASKS:
-        _MASKS[key] = torch.zeros(Tq, Tk, device=device, dtype=dtype).masked_fill(~causal_mask(Tq, Tk, device), float('-inf'))
+        bias = torch.zeros(Tq, Tk, device=device, dtype=dtype)
+        _MASKS[key] = bias.masked_fill(~causal_mask(Tq, Tk, device), float('-inf'))
     return _MASKS[key]
 
 class MLP(nn.Module):
@@ -336,7 +337,8 @@ class GPT(nn.Module):
         else:
             start = kv_caches[0].len if kv_caches is not None else 0
             if start + t > self.config.block_size:
-                raise UserError(f"cannot forward a sequence of length {start + t}: block_size is only {self.config.block_size}")
+                raise UserError(f"cannot forward a sequence of length {start + t}: "
+                                f"block_size is only {self.config.block_size}")
             pos = torch.arange(start, start + t, dtype=torch.long, device=device)
 
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
@@ -394,7 +396,7 @@ class GPT(nn.Module):
             return adamw
         # torch's Muon runs its Newton-Schulz iteration in bf16: where bf16 is emulated, MuonFp32 runs it in fp32
         muon_cls = torch.optim.Muon if native_bf16(muon_params[0].device) else MuonFp32
-        # 'match_rms_adamw' scales each matrix's step so that its size matches an AdamW step: one learning_rate serves both
+        # 'match_rms_adamw' sizes each matrix's step like an AdamW step: one learning_rate serves both
         return MuonWithAdamW(adamw, muon_cls(muon_params, lr=learning_rate, weight_decay=weight_decay,
                                              adjust_lr_fn='match_rms_adamw'))
 
@@ -478,7 +480,8 @@ class GPT(nn.Module):
 
     def _new_kv_caches(self, batch_size, device, fixed_shape=False):
         cfg = self.config
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else self.lm_head.weight.dtype
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast else self.lm_head.weight.dtype
         if device.type == 'cpu' and not fixed_shape:
             # On CPUs the cache is fp32 even for a bf16 model: oneDNN builds a new bf16 kernel for every new key
             # length, measured here at ~0.7 ms per attention matmul, against ~14 us for fp32's (MKL) matmul.
@@ -569,10 +572,11 @@ MIN_TEMPERATURE = 1e-6
 def check_sampling(temperature, top_k, overflow):
     """One-line errors for sampling settings that generate() cannot use (sample.py checks them before loading)."""
     if not temperature >= MIN_TEMPERATURE:
-        raise UserError(f"temperature={temperature} must be >= {MIN_TEMPERATURE} (small values like 0.1 are nearly greedy; "
-                        f"top_k=1 is greedy)")
+        raise UserError(f"temperature={temperature} must be >= {MIN_TEMPERATURE} (small values like 0.1 are nearly "
+                        f"greedy; top_k=1 is greedy)")
     if top_k is not None and top_k <= 0:
-        raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size, or None, keeps every token)")
+        raise UserError(f"top_k={top_k} must be > 0 (top_k=1 is greedy; a value >= the vocab size, or None, "
+                        f"keeps every token)")
     if overflow not in OVERFLOW_MODES:
         raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
 
@@ -607,7 +611,8 @@ def run_compiled_decode_step(model, idx, caches, temperature, top_k, check_guard
     device_type = idx.device.type
     if device_type not in _COMPILED_DECODE_STEPS:
         mode = CPU_DECODE_COMPILE_MODE if device_type == 'cpu' else None
-        _COMPILED_DECODE_STEPS[device_type] = torch.compile(GPT.decode_and_sample, fullgraph=True, dynamic=False, mode=mode)
+        _COMPILED_DECODE_STEPS[device_type] = torch.compile(GPT.decode_and_sample, fullgraph=True, dynamic=False,
+                                                            mode=mode)
     pos = torch.full((1,), caches[0].len, dtype=torch.long, device=idx.device)
     # inductor settings, read when it compiles: freezing makes the weights constants, which lets it pack the
     # bf16 linears for oneDNN as PackedLinear does (it cannot take PackedLinear's packed weights as inputs);

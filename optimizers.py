@@ -7,6 +7,8 @@ import math
 
 import torch
 
+MATCH_RMS_ADAMW = 0.2 # match_rms_adamw: the orthogonal update (RMS 1/sqrt(max dim)) scaled to AdamW's typical RMS, 0.2
+
 def _run_closure(closure):
     """An optimizer's step(closure): the loss the closure recomputes (with gradients), or None."""
     if closure is None:
@@ -74,7 +76,7 @@ class MuonFp32(torch.optim.Muon):
                     gram = x @ x.T
                     x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
                 p.mul_(1 - group['lr'] * group['weight_decay'])
-                p.add_(x.T if tall else x, alpha=-group['lr'] * 0.2 * math.sqrt(max(p.shape))) # match_rms_adamw
+                p.add_(x.T if tall else x, alpha=-group['lr'] * MATCH_RMS_ADAMW * math.sqrt(max(p.shape)))
         return loss
 
 def cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
@@ -86,3 +88,15 @@ def cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) # goes from 1 to 0
     return min_lr + coeff * (learning_rate - min_lr)
+
+
+def lr_at(it, seconds, learning_rate, warmup_iters, lr_decay_iters, min_lr, max_seconds=0.0, decay=True):
+    """
+    The learning rate of step it: cosine_lr, or learning_rate throughout without decay. With a time budget
+    (max_seconds > 0) the cosine's position after warmup is the share of the budget spent, not the step.
+    """
+    if not decay:
+        return learning_rate
+    if max_seconds > 0 and it >= warmup_iters:
+        it = warmup_iters + (lr_decay_iters - warmup_iters) * min(seconds / max_seconds, 1.0)
+    return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)

@@ -74,12 +74,18 @@ def tiny_shakespeare(path=TINY_SHAKESPEARE):
     return text
 
 
+def check_uint16(ids, path):
+    """ids (a numpy array), checked to fit the uint16 of a .bin file at path."""
+    if ids.size and (ids.max() >= UINT16_IDS or ids.min() < 0):
+        bad = int(ids.max()) if ids.max() >= UINT16_IDS else int(ids.min())
+        raise UserError(f"token id {bad} does not fit in uint16 (0..{UINT16_IDS - 1}): {path} cannot store it; "
+                        f"use a tokenizer with fewer than {UINT16_IDS:,} tokens")
+    return ids
+
+
 def write_tokens(path, ids):
     """Write token ids to path as raw uint16, atomically; an id that uint16 cannot hold is a UserError."""
-    ids = np.asarray(ids)
-    if ids.size and (ids.max() >= UINT16_IDS or ids.min() < 0):
-        raise UserError(f"token id {int(ids.max())} does not fit in uint16 (0..{UINT16_IDS - 1}): {path} cannot store it; "
-                        f"use a tokenizer with fewer than {UINT16_IDS:,} tokens")
+    ids = check_uint16(np.asarray(ids), path)
     write_bytes_atomic(path, ids.astype(np.uint16).tobytes())
 
 
@@ -148,12 +154,23 @@ def load_meta(data_dir):
             raise UserError(f"{path} is unreadable ({type(e).__name__}): {fix}")
     if not isinstance(meta, dict) or not {'vocab_size', 'itos', 'stoi'} <= set(meta):
         raise UserError(f"{path} is not a dict with vocab_size, itos and stoi: {fix}")
-    if (not isinstance(meta['vocab_size'], int) or not isinstance(meta['itos'], dict) or not isinstance(meta['stoi'], dict)
+    if (not isinstance(meta['vocab_size'], int) or not isinstance(meta['itos'], dict)
+            or not isinstance(meta['stoi'], dict)
             or not all(isinstance(i, int) and isinstance(s, str) for i, s in meta['itos'].items())
             or not all(isinstance(s, str) and isinstance(i, int) for s, i in meta['stoi'].items())):
         raise UserError(f"{path} does not map token ids to strings (vocab_size int, itos {{int: str}}, "
                         f"stoi {{str: int}}): {fix}")
     return meta
+
+
+def check_vocab(dataset, meta_vocab_size, vocab_size, source, fix):
+    """A dataset's tokens must fit a model's vocabulary: exactly its own (meta) vocabulary, or all of GPT-2's."""
+    if meta_vocab_size is not None and meta_vocab_size != vocab_size:
+        raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} (its own vocabulary) but {source} has "
+                        f"vocab_size {vocab_size}: {fix}")
+    if meta_vocab_size is None and vocab_size < GPT2_VOCAB_SIZE:
+        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), "
+                        f"but {source} has vocab_size {vocab_size}: {fix}")
 
 
 def dataset_tokenizer(data_dir, model_vocab_size, init_from=None):
@@ -276,9 +293,7 @@ def write_token_shards(dset, path, n_shards=1024, desc=None, min_shard_tokens=MI
         for i in tqdm(range(n_shards), desc=desc or f'writing {path}'):
             shard = dset.shard(num_shards=n_shards, index=i, contiguous=True).with_format('numpy')
             ids = np.concatenate(list(shard['ids']))
-            if ids.size and (ids.max() >= UINT16_IDS or ids.min() < 0):
-                raise UserError(f"token id {int(ids.max())} does not fit in uint16 (0..{UINT16_IDS - 1}): {path} "
-                                f"cannot store it; use a tokenizer with fewer than {UINT16_IDS:,} tokens")
+            check_uint16(ids, path)
             arr[pos:pos + len(ids)] = ids
             pos += len(ids)
         arr.flush()

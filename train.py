@@ -26,12 +26,13 @@ from checkpoint import (GracefulStop, LossGuard, clean_state_dict, full_state_di
                         rollback_checkpoint, save_run_checkpoint)
 from common import UserError, exit_on_user_error, first_line
 from configurator import check_ranges, configure, config_keys
-from device import (autocast_context, device_peak_flops, grad_scaler, keep_freed_memory, resolve_device, resolve_dtype,
-                    resolve_backend, set_cpu_threads, shard_model, torchrun_device, torchrun_ranks, use_device)
+from device import (autocast_context, check_fsdp, device_peak_flops, grad_scaler, keep_freed_memory, resolve_backend,
+                    resolve_device, resolve_dtype, set_cpu_threads, shard_model, torchrun_device, torchrun_ranks,
+                    use_device)
 from huggingface import GPT2_SIZES, is_pretrained
 from model import GELU_KEY, GPT, GPTConfig, MODEL_ARGS, resolve_attn_impl
-from optimizers import cosine_lr
-from tokens import GPT2_PADDED_VOCAB_SIZE, GPT2_VOCAB_SIZE, load_meta, meta_file, open_tokens, step_windows
+from optimizers import lr_at
+from tokens import GPT2_PADDED_VOCAB_SIZE, check_vocab, load_meta, meta_file, open_tokens, step_windows
 
 # -----------------------------------------------------------------------------
 # Settings. The defaults pretrain GPT-2 (124M) on OpenWebText, as nanoGPT's do.
@@ -101,15 +102,15 @@ MFU_WARMUP_STEPS = 5 # steps before MFU is reported: the first ones include comp
 # -----------------------------------------------------------------------------
 
 if init_from not in ('scratch', 'resume') and not is_pretrained(init_from):
-    raise UserError(f"init_from={init_from!r} is not supported: use 'scratch', 'resume', one of {', '.join(GPT2_SIZES)}, "
-                    f"or a directory holding a Hugging Face GPT-2")
+    raise UserError(f"init_from={init_from!r} is not supported: use 'scratch', 'resume', one of "
+                    f"{', '.join(GPT2_SIZES)}, or a directory holding a Hugging Face GPT-2")
 check_ranges(globals(), positive=('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval',
                                   'log_interval', 'eval_iters', 'guard_window', 'guard_zscore', 'guard_max_bad'),
              non_negative=('keep_last', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
                            'lr_decay_iters', 'seed', 'max_iters', 'max_seconds'),
              unit=('beta1', 'beta2'))
 if not 0 < guard_lr_factor <= 1:
-    raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: the learning rate is multiplied by it after a rollback")
+    raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: a rollback multiplies the LR by it")
 
 # processes and devices: torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and LOCAL_WORLD_SIZE
 ddp = 'RANK' in os.environ
@@ -119,22 +120,15 @@ if ddp:
     device = torchrun_device(device, ddp_local_rank)
     if gradient_accumulation_steps % ddp_world_size != 0:
         raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the world size "
-                        f"{ddp_world_size}: use a multiple of {ddp_world_size} (each rank runs an equal share of the micro-steps)")
+                        f"{ddp_world_size}: use a multiple of it (each rank runs an equal share of the micro-steps)")
     gradient_accumulation_steps //= ddp_world_size
 else:
     device = resolve_device(device)
 master_process = ddp_rank == 0 # the one process that logs and writes checkpoints
 use_device(device)
-if fsdp and muon:
-    raise UserError("muon=True needs each weight matrix whole (it orthogonalizes the update of the full matrix), "
-                    "and fsdp=True shards them: use DDP (drop --fsdp) or AdamW (drop --muon)")
-if fsdp and not ddp:
-    raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
-                    "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
 dtype = resolve_dtype(dtype, device)
-if fsdp and dtype == 'float16':
-    raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
-                    "use dtype='bfloat16' or 'float32'")
+if fsdp:
+    check_fsdp(ddp, dtype, muon)
 threads = set_cpu_threads(cpu_threads, local_world_size)
 if ddp: # joined only after every check above, so that no rank waits for one that failed a check
     # a rank that dies makes the others fail after this timeout instead of hanging forever
@@ -143,11 +137,12 @@ device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if master_process:
-    print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), {threads} CPU thread(s) each, attention {attn_impl}")
+    print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), {threads} CPU thread(s) each, "
+          f"attention {attn_impl}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     # a missing out_dir to resume from is reported when its ckpt.pt is loaded
     for name in prepare_out_dir(out_dir, create=init_from != 'resume'):
-        print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it was replacing is intact)")
+        print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it replaced is intact)")
     if init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'ckpt.pt')): # nanoGPT replaces it silently
         print(f"warning: {out_dir} holds an earlier run's ckpt.pt, which this new run replaces at its first save "
               f"(to continue that run instead: --init_from=resume; to keep it: another --out_dir)")
@@ -159,17 +154,16 @@ if device_type == 'cpu':
 # data: the token ids stay on disk as memmaps, opened once
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
 if not os.path.isdir(data_dir):
-    raise UserError(f"dataset {dataset!r} not found: no directory {data_dir} (prepare one with python data/<name>/prepare.py)")
+    raise UserError(f"dataset {dataset!r} not found: no directory {data_dir} (make one with data/<name>/prepare.py)")
 splits = {split: open_tokens(data_dir, split, block_size + 1) for split in ('train', 'val')}
 SPLIT_IDS = {'train': 0, 'val': 1}
 offsets = np.arange(block_size + 1)
 
 def get_batch(split, step, micro_step=0, for_eval=False):
     """
-    One micro-batch of this rank. The windows of a whole step come from one random stream
-    seeded by (seed, split, eval or train, step): every rank and micro-step takes its own slice of them, so
-    ranks draw disjoint parts of the stream, the data order does not depend on the world size, and a
-    resumed run sees the same batches it would have seen without stopping.
+    One micro-batch of this rank. A step's windows come from one random stream seeded by (seed, split, eval, step),
+    and each rank and micro-step takes its own slice: ranks never share a window, the data order does not depend on
+    the world size, and a resumed run sees the batches it would have seen without stopping.
     """
     data = splits[split]
     n_micro = 1 if for_eval else gradient_accumulation_steps * ddp_world_size # an eval batch is the same on every rank
@@ -193,15 +187,6 @@ meta_vocab_size = meta['vocab_size'] if meta else None
 if meta_vocab_size is not None and master_process:
     print(f"found vocab_size = {meta_vocab_size} (inside {meta_file(data_dir)})")
 
-def check_vocab(vocab_size, source, fix):
-    """The dataset's tokens must fit the model's vocabulary: its own (meta) vocabulary, or GPT-2's all of it."""
-    if meta_vocab_size is not None and meta_vocab_size != vocab_size:
-        raise UserError(f"dataset {dataset!r} has vocab_size {meta_vocab_size} (its own vocabulary) but {source} has "
-                        f"vocab_size {vocab_size}: {fix}")
-    if meta_vocab_size is None and vocab_size < GPT2_VOCAB_SIZE:
-        raise UserError(f"dataset {dataset!r} has no meta.pkl, so its tokens are GPT-2's ({GPT2_VOCAB_SIZE:,} ids), but "
-                        f"{source} has vocab_size {vocab_size}: {fix}")
-
 def check_shape(shape, source, fix):
     """Settings the user gave that contradict the architecture of the weights being loaded are errors."""
     for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
@@ -222,10 +207,11 @@ elif init_from != 'resume':
     if master_process:
         print(f"Initializing from GPT-2 weights: {init_from}")
     if meta_vocab_size is not None and init_from in GPT2_SIZES: # said before a download of OpenAI's weights
-        raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 weights "
-                        f"need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
+        raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 "
+                        f"weights need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
-    check_vocab(model.config.vocab_size, f"the weights {init_from}", "use the dataset they were trained on")
+    check_vocab(dataset, meta_vocab_size, model.config.vocab_size, f"the weights {init_from}",
+                "use the dataset they were trained on")
     check_shape(vars(model.config), f"the GPT-2 weights {init_from}", "drop the setting")
     model_args = {k: getattr(model.config, k) for k in MODEL_ARGS} # what a checkpoint needs to rebuild it
 else:
@@ -238,9 +224,10 @@ else:
     check_shape(ckpt_args, f"the checkpoint in {out_dir}", "drop the setting to resume it")
     ckpt_muon = bool((checkpoint.get('config') or {}).get('muon', False)) # nanoGPT's checkpoints: AdamW
     if muon != ckpt_muon:
-        raise UserError(f"muon={muon} but the run in {out_dir} was trained with muon={ckpt_muon}, and its saved optimizer "
-                        f"state is for that optimizer: resume with --muon={ckpt_muon}")
-    check_vocab(ckpt_args['vocab_size'], f"the checkpoint in {out_dir}", "resume with the dataset it was trained on")
+        raise UserError(f"muon={muon} but the run in {out_dir} was trained with muon={ckpt_muon}, and its saved "
+                        f"optimizer state is for that optimizer: resume with --muon={ckpt_muon}")
+    check_vocab(dataset, meta_vocab_size, ckpt_args['vocab_size'], f"the checkpoint in {out_dir}",
+                "resume with the dataset it was trained on")
     model_args = dict({k: ckpt_args[k] for k in MODEL_ARGS}, dropout=dropout)
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss'])
@@ -284,10 +271,9 @@ if ddp and not fsdp: # FSDP already wrapped the model in place
 @torch.no_grad()
 def mean_loss(net, n, batch):
     """
-    The loss over batches 0..n-1 (batch(i) gives X, Y), weighted by their rows. Rank r computes batches
-    r, r+W, r+2W, ... and the sums are all-reduced, so every rank gets what one process gets, W times sooner.
-    A rank with one batch fewer runs its last batch again uncounted: FSDP's forward needs every rank.
-    The sums stay on the device, in fp32 (MPS has no fp64), until the one .item() at the end.
+    The loss over batches 0..n-1 (batch(i) gives X, Y), weighted by their rows. Rank r computes batches r, r+W, ...
+    and the sums are all-reduced: every rank gets what one process gets. A rank with a batch fewer runs its last
+    again, uncounted (FSDP's forward needs every rank). The sums stay on the device, in fp32 (MPS has no fp64).
     """
     total = torch.zeros(2, device=device) # sum of loss * rows, rows
     net.eval()
@@ -318,14 +304,6 @@ def full_val_loss():
     # the uncompiled model: the last, smaller batch would make torch.compile compile again
     return mean_loss(raw_model, math.ceil(n_blocks / batch_size), batch)
 
-def get_lr(it, seconds):
-    """Linear warmup over warmup_iters, then cosine decay to min_lr over lr_decay_iters, or over max_seconds if set."""
-    if not decay_lr:
-        return learning_rate
-    if max_seconds > 0 and it >= warmup_iters: # the same cosine, its position given by the time spent
-        it = warmup_iters + (lr_decay_iters - warmup_iters) * min(seconds / max_seconds, 1.0)
-    return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)
-
 saves = 0 # checkpoints this process wrote
 owns_checkpoint = init_from == 'resume' # out_dir/ckpt.pt is this run's: resumed from, or saved by it
 
@@ -335,17 +313,11 @@ def save(best):
     model_state, optimizer_state = full_state_dicts(raw_model, optimizer, fsdp)
     if not master_process:
         return
-    checkpoint = {
-        'model': model_state,
-        'optimizer': optimizer_state,
-        'model_args': model_args,
-        'iter_num': iter_num,
-        'best_val_loss': best_val_loss,
-        'config': config,
-        'train_seconds': train_seconds, # how far a time-budgeted run is
-        'rng': rng_state(), # the dropout masks to come; the data position is iter_num (see get_batch)
-        'guard': loss_guard.state_dict(),
-    }
+    # nanoGPT's keys, then ours: how far a time-budgeted run is, the generators for the dropout masks to come (the
+    # data position is iter_num: see get_batch), and the guard's recent losses
+    checkpoint = dict(model=model_state, optimizer=optimizer_state, model_args=model_args, iter_num=iter_num,
+                      best_val_loss=best_val_loss, config=config, train_seconds=train_seconds, rng=rng_state(),
+                      guard=loss_guard.state_dict())
     if raw_model.config.gelu_approximate != 'none': # GPT-2 weights: kept beside model_args (see model.GELU_KEY)
         checkpoint[GELU_KEY] = raw_model.config.gelu_approximate
     if scaler.is_enabled():
@@ -357,7 +329,7 @@ def save(best):
     print(f"saved {path}{' and ' + os.path.join(out_dir, 'best.pt') if best else ''} in {time.time() - t:.2f}s")
 
 def rollback():
-    """Too many bad steps in a row: back to this run's last checkpoint, with a lower learning rate. Every rank calls it."""
+    """Too many bad steps in a row: back to this run's last checkpoint, with a lower LR. Every rank calls it."""
     loss_guard.lr_scale *= guard_lr_factor
     loss_guard.bad_streak = 0
     optimizer.zero_grad(set_to_none=True) # the gradients' memory, before a second copy of the weights arrives
@@ -399,7 +371,8 @@ try:
             clock = torch.full((1,), train_seconds, device=device) # fp32: MPS has no fp64
             torch.distributed.broadcast(clock, 0)
             train_seconds = clock.item()
-        lr = get_lr(iter_num, train_seconds) * loss_guard.lr_scale
+        lr = loss_guard.lr_scale * lr_at(iter_num, train_seconds, learning_rate, warmup_iters, lr_decay_iters, min_lr,
+                                         max_seconds, decay_lr)
         for param_group in optimizer.param_groups:
             param_group['lr'] = lr
 
@@ -443,29 +416,28 @@ try:
             else:
                 X, Y = get_batch('train', iter_num + 1, 0)
             scaler.scale(loss).backward() # fp16: the loss scaled up so that small gradients do not underflow
-        # clip the gradient; the guard needs its norm too (max_norm=inf measures it and leaves the gradients as they are)
+        # clip the gradient; the guard needs its norm too (max_norm=inf measures it and changes nothing)
         grad_norm = None
         if grad_clip != 0.0 or guard:
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip != 0.0 else float('inf'))
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float('inf'))
         if hasattr(grad_norm, 'full_tensor'): # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
+        # one host sync reads all this step needs: the loss (mean over ranks), whether any rank was asked to stop,
+        # and the gradient norm for the guard; without the guard, steps that log nothing skip it (but every
+        # STOP_CHECK_INTERVAL-th, so that a stop request is seen)
         log_now = iter_num % log_interval == 0
-        stop_now, any_stop = stop.signal is not None, None
-        if ddp: # all ranks must decide alike: on the mean loss over ranks, and to stop if any rank was signalled
-            stop_now = False # a rank that left the loop alone would leave the others waiting in a collective
-            if guard or log_now or iter_num % STOP_CHECK_INTERVAL == 0: # steps in between pay no sync for the flag
-                shared = torch.stack([loss_sum, torch.full((), float(stop.signal is not None), device=device)])
+        stop_now, bad = False, None
+        if guard or log_now or iter_num % STOP_CHECK_INTERVAL == 0:
+            shared = torch.stack([loss_sum.float(), torch.full((), float(stop.signal is not None), device=device)])
+            if ddp:
                 all_reduce(shared)
-                loss_sum, any_stop = shared[0] / ddp_world_size, shared[1]
-        bad = None
-        if guard: # one host sync for everything it reads; an fp16 overflow (inf gradients) is the GradScaler's to handle
-            extra = [any_stop] if any_stop is not None else []
-            values = torch.stack([loss_sum.float(), grad_norm.float()] + extra).tolist()
-            bad = loss_guard.check(values[0], None if scaler.is_enabled() else values[1])
-            stop_now = values[2] > 0 if extra else stop_now
-        elif any_stop is not None:
-            stop_now = any_stop.item() > 0
+            loss_sum = shared[0] / ddp_world_size
+            read = torch.cat([shared, grad_norm.float().view(1)]) if guard else shared
+            loss_value, stop_flag, *norm = read.tolist()
+            stop_now = stop_flag > 0
+            if guard: # an fp16 overflow (inf gradients) is the GradScaler's to handle: it skips that step itself
+                bad = loss_guard.check(loss_value / ddp_world_size, None if scaler.is_enabled() else norm[0])
         if bad is None:
             scaler.step(optimizer)
         elif master_process:
@@ -473,7 +445,8 @@ try:
         if bad is not None and loss_guard.bad_streak >= guard_max_bad:
             what = rollback()
             if master_process:
-                print(f"iter {iter_num}: {guard_max_bad} bad steps in a row: {what}, learning rate now x{loss_guard.lr_scale:g}")
+                print(f"iter {iter_num}: {guard_max_bad} bad steps in a row: {what}, "
+                      f"learning rate now x{loss_guard.lr_scale:g}")
         scaler.update()
         optimizer.zero_grad(set_to_none=True) # free the gradients' memory until the next backward
 
@@ -509,8 +482,8 @@ try:
             print(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")
     if master_process and saves == 0 and not always_save_checkpoint and iter_num > 0 and not eval_only and not stop_now:
         # e.g. a fine-tune that only got worse: say so, rather than leave sample.py to find no checkpoint
-        print(f"no checkpoint written: the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False "
-              f"saves only improvements (--always_save_checkpoint=True saves every eval)")
+        print(f"no checkpoint written: the val loss never went below {best_val_loss:.4f}, and "
+              f"always_save_checkpoint=False saves only improvements (--always_save_checkpoint=True saves every eval)")
     if ddp: # finish together: a gloo rank that tears down its group while rank 0 still saves can abort at exit
         torch.distributed.barrier()
 finally:

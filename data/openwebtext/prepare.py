@@ -33,7 +33,7 @@ num_proc = max(1, min(8, os.cpu_count() or 1)) # processes for loading and token
 test_size = 0.0005 # the fraction of documents held out for val
 seed = 2357
 n_shards = 1024 # a split is written in this many pieces: memory holds one at a time
-compare_single_process = False # also time a plain one-process encode_ordinary loop over the same documents, for comparison
+compare_single_process = False # also time a plain one-process encode_ordinary loop over the same documents
 # -----------------------------------------------------------------------------
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 configure(globals())
@@ -92,11 +92,14 @@ else:
             raise UserError(f"the json records have no field {field!r} (they have {part.column_names}): set --text_field")
         kind = getattr(part.features[field], 'dtype', type(part.features[field]).__name__)
         if kind not in ('string', 'large_string', 'null'): # 'null': every record's field is null, dropped below
-            raise UserError(f"the json field {field!r} holds {kind}, not text: set --text_field to the field with the documents")
-        parts.append(part.select_columns([field]).rename_column(field, 'text') if field != 'text' else part.select_columns(['text']))
+            raise UserError(f"the json field {field!r} holds {kind}, not text: "
+                            f"set --text_field to the field with the documents")
+        part = part.select_columns([field])
+        parts.append(part.rename_column(field, 'text') if field != 'text' else part)
     dataset = concatenate_datasets(parts)
     n_docs = len(dataset)
-    dataset = dataset.filter(lambda batch: [t is not None for t in batch['text']], batched=True, desc='dropping null documents')
+    dataset = dataset.filter(lambda batch: [t is not None for t in batch['text']], batched=True,
+                             desc='dropping null documents')
     if len(dataset) < n_docs:
         print(f"dropped {n_docs - len(dataset):,} record(s) whose {text_field!r} is null")
 if len(dataset) < 2:
@@ -108,7 +111,8 @@ split_dataset['val'] = split_dataset.pop('test') # train.py reads the held-out s
 def process(batch):
     # a batch of documents per call: far less per-call overhead in datasets than one document at a time
     ids = [doc + [GPT2_EOT] for doc in gpt2_encoding().encode_ordinary_batch(batch['text'], num_threads=1)]
-    return {'ids': ids, 'len': [len(x) for x in ids]} # encode_ordinary ignores special tokens in the text; EOT ends each document
+    # encode_ordinary reads '<|endoftext|>' in a text as plain characters; the EOT token ends each document
+    return {'ids': ids, 'len': [len(x) for x in ids]}
 
 t0 = time.time()
 tokenized = split_dataset.map(process, batched=True, remove_columns=split_dataset['train'].column_names,
