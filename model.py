@@ -68,6 +68,16 @@ def check_config(config):
         raise UserError(f"dropout={config.dropout} must be in [0, 1)")
 
 
+def check_overrides(shape, changed, block_size, source, fix):
+    """Settings the user gave (changed) that contradict the architecture (shape) of weights being loaded are errors."""
+    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
+        if k in changed and changed[k] != shape[k]:
+            raise UserError(f"{k}={changed[k]} but {source} has {k}={shape[k]}: {fix}")
+    if block_size > shape['block_size']:
+        raise UserError(f"block_size={block_size} is larger than the {shape['block_size']} positions of {source}: "
+                        f"a model cannot attend further than it was built for; use block_size <= {shape['block_size']}")
+
+
 def resolve_attn_impl(attn_impl, device):
     """'auto' means sdpa (flash attention) on GPUs and 'math' on CPUs, whose SDPA backward is slow (docs/attention.md)."""
     if attn_impl == 'auto':

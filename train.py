@@ -30,7 +30,7 @@ from device import (autocast_context, check_fsdp, device_peak_flops, grad_scaler
                     resolve_device, resolve_dtype, set_cpu_threads, shard_model, torchrun_device, torchrun_ranks,
                     use_device)
 from huggingface import GPT2_SIZES, is_pretrained
-from model import GELU_KEY, GPT, GPTConfig, MODEL_ARGS, resolve_attn_impl
+from model import GELU_KEY, GPT, GPTConfig, MODEL_ARGS, check_overrides, resolve_attn_impl
 from optimizers import lr_at
 from tokens import GPT2_PADDED_VOCAB_SIZE, check_vocab, load_meta, meta_file, open_tokens, step_windows
 
@@ -125,6 +125,7 @@ if ddp:
 else:
     device = resolve_device(device)
 master_process = ddp_rank == 0 # the one process that logs and writes checkpoints
+say = print if master_process else (lambda *args, **kwargs: None)
 use_device(device)
 dtype = resolve_dtype(dtype, device)
 if fsdp:
@@ -136,11 +137,9 @@ if ddp: # joined only after every check above, so that no rank waits for one tha
 device_type = torch.device(device).type
 attn_impl = resolve_attn_impl(attn_impl, device)
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
-if master_process:
-    print(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), {threads} CPU thread(s) each, "
-          f"attention {attn_impl}")
-    print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    # a missing out_dir to resume from is reported when its ckpt.pt is loaded
+say(f"device {device}, dtype {dtype}, {ddp_world_size} process(es), {threads} CPU thread(s) each, attention {attn_impl}")
+say(f"tokens per iteration will be: {tokens_per_iter:,}")
+if master_process: # a missing out_dir to resume from is reported when its ckpt.pt is loaded
     for name in prepare_out_dir(out_dir, create=init_from != 'resume'):
         print(f"removed {name}: an unfinished save of a run that was killed (the checkpoint it replaced is intact)")
     if init_from != 'resume' and os.path.exists(os.path.join(out_dir, 'ckpt.pt')): # nanoGPT replaces it silently
@@ -187,41 +186,29 @@ meta_vocab_size = meta['vocab_size'] if meta else None
 if meta_vocab_size is not None and master_process:
     print(f"found vocab_size = {meta_vocab_size} (inside {meta_file(data_dir)})")
 
-def check_shape(shape, source, fix):
-    """Settings the user gave that contradict the architecture of the weights being loaded are errors."""
-    for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
-        if k in changed and changed[k] != shape[k]:
-            raise UserError(f"{k}={changed[k]} but {source} has {k}={shape[k]}: {fix}")
-    if block_size > shape['block_size']:
-        raise UserError(f"block_size={block_size} is larger than the {shape['block_size']} positions of {source}: "
-                        f"a model cannot attend further than it was built for; use block_size <= {shape['block_size']}")
-
 checkpoint = None
 if init_from == 'scratch':
-    if master_process:
-        print("Initializing a new model from scratch")
+    say("Initializing a new model from scratch")
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=meta_vocab_size or GPT2_PADDED_VOCAB_SIZE, dropout=dropout)
     model = GPT(GPTConfig(**model_args))
 elif init_from != 'resume':
-    if master_process:
-        print(f"Initializing from GPT-2 weights: {init_from}")
+    say(f"Initializing from GPT-2 weights: {init_from}")
     if meta_vocab_size is not None and init_from in GPT2_SIZES: # said before a download of OpenAI's weights
         raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 "
                         f"weights need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
     check_vocab(dataset, meta_vocab_size, model.config.vocab_size, f"the weights {init_from}",
                 "use the dataset they were trained on")
-    check_shape(vars(model.config), f"the GPT-2 weights {init_from}", "drop the setting")
+    check_overrides(vars(model.config), changed, block_size, f"the GPT-2 weights {init_from}", "drop the setting")
     model_args = {k: getattr(model.config, k) for k in MODEL_ARGS} # what a checkpoint needs to rebuild it
 else:
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if master_process:
-        print(f"Resuming training from {ckpt_path}")
+    say(f"Resuming training from {ckpt_path}")
     t_load = time.time()
     model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu', unsafe=unsafe_load, dropout=dropout)
     ckpt_args = checkpoint['model_args']
-    check_shape(ckpt_args, f"the checkpoint in {out_dir}", "drop the setting to resume it")
+    check_overrides(ckpt_args, changed, block_size, f"the checkpoint in {out_dir}", "drop the setting to resume it")
     ckpt_muon = bool((checkpoint.get('config') or {}).get('muon', False)) # nanoGPT's checkpoints: AdamW
     if muon != ckpt_muon:
         raise UserError(f"muon={muon} but the run in {out_dir} was trained with muon={ckpt_muon}, and its saved "
@@ -233,13 +220,12 @@ else:
     best_val_loss = float(checkpoint['best_val_loss'])
     train_seconds = float(checkpoint.get('train_seconds', 0.0))
     resume_rng, resume_guard = checkpoint.get('rng'), checkpoint.get('guard') # absent in nanoGPT's checkpoints
-    if master_process:
-        print(f"loaded the checkpoint of iter {iter_num} in {time.time() - t_load:.2f}s")
-        if iter_num >= max_iters:
-            print(f"the run is already at max_iters={max_iters}: raise --max_iters to train it further")
-        elif max_seconds > 0 and train_seconds >= max_seconds:
-            print(f"the run has already trained its max_seconds={max_seconds:g} ({train_seconds:.0f}s): "
-                  f"raise --max_seconds to train it further")
+    say(f"loaded the checkpoint of iter {iter_num} in {time.time() - t_load:.2f}s")
+    if iter_num >= max_iters:
+        say(f"the run is already at max_iters={max_iters}: raise --max_iters to train it further")
+    elif 0 < max_seconds <= train_seconds:
+        say(f"the run has already trained its max_seconds={max_seconds:g} ({train_seconds:.0f}s): "
+            f"raise --max_seconds to train it further")
 if block_size < model.config.block_size: # a shorter context than the weights have: cut the position table
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size
@@ -262,8 +248,7 @@ checkpoint = None # the CPU copy is no longer needed
 
 raw_model = model # the unwrapped model: its state_dict has clean names
 if compile:
-    if master_process:
-        print("compiling the model... (takes a ~minute)")
+    say("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
 if ddp and not fsdp: # FSDP already wrapped the model in place
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
@@ -380,20 +365,17 @@ try:
         last = iter_num >= max_iters or (max_seconds > 0 and train_seconds >= max_seconds)
         if iter_num % eval_interval == 0 or last or eval_only: # every rank evaluates its share; all get the same losses
             losses = estimate_loss()
-            if master_process:
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                if wandb_log:
-                    wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
-                               "lr": lr, "mfu": running_mfu*100})
+            say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if wandb_log and master_process:
+                wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
+                           "lr": lr, "mfu": running_mfu*100})
             if (losses['val'] < best_val_loss or always_save_checkpoint) and not eval_only: # eval_only writes nothing
                 improved = losses['val'] < best_val_loss
                 best_val_loss = min(best_val_loss, losses['val'])
                 if iter_num > 0 and loss_guard.bad_streak > 0: # keep ckpt.pt a state the guard can roll back to
-                    if master_process:
-                        print(f"not saving a checkpoint: {loss_guard.bad_streak} bad step(s) in a row just now")
+                    say(f"not saving a checkpoint: {loss_guard.bad_streak} bad step(s) in a row just now")
                 elif iter_num > 0:
-                    if master_process:
-                        print(f"saving checkpoint to {out_dir}")
+                    say(f"saving checkpoint to {out_dir}")
                     save(best=improved)
         if eval_only or last:
             break
@@ -440,13 +422,12 @@ try:
                 bad = loss_guard.check(loss_value / ddp_world_size, None if scaler.is_enabled() else norm[0])
         if bad is None:
             scaler.step(optimizer)
-        elif master_process:
-            print(f"iter {iter_num}: skipped the update, {bad} ({loss_guard.skipped} skipped so far)")
+        else:
+            say(f"iter {iter_num}: skipped the update, {bad} ({loss_guard.skipped} skipped so far)")
         if bad is not None and loss_guard.bad_streak >= guard_max_bad:
             what = rollback()
-            if master_process:
-                print(f"iter {iter_num}: {guard_max_bad} bad steps in a row: {what}, "
-                      f"learning rate now x{loss_guard.lr_scale:g}")
+            say(f"iter {iter_num}: {guard_max_bad} bad steps in a row: {what}, "
+                f"learning rate now x{loss_guard.lr_scale:g}")
         scaler.update()
         optimizer.zero_grad(set_to_none=True) # free the gradients' memory until the next backward
 
@@ -471,19 +452,17 @@ try:
         if stop_now: # SIGINT/SIGTERM: this step is done; save it and leave
             train_seconds = seconds_before + time.time() - t_start
             save(best=False)
-            if master_process:
-                print(f"stopped on {stop.signal or 'a signal to another rank'} at iter {iter_num}; resume with: "
-                      f"{resume_command(sys.argv, ddp_world_size, local_world_size)}")
+            say(f"stopped on {stop.signal or 'a signal to another rank'} at iter {iter_num}; resume with: "
+                f"{resume_command(sys.argv, ddp_world_size, local_world_size)}")
             break
 
     if full_eval and not stop_now:
         full = full_val_loss() # every rank takes part
-        if master_process:
-            print(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")
-    if master_process and saves == 0 and not always_save_checkpoint and iter_num > 0 and not eval_only and not stop_now:
+        say(f"full val loss {full:.4f} (every block of val.bin, iter {iter_num})")
+    if saves == 0 and not always_save_checkpoint and iter_num > 0 and not eval_only and not stop_now:
         # e.g. a fine-tune that only got worse: say so, rather than leave sample.py to find no checkpoint
-        print(f"no checkpoint written: the val loss never went below {best_val_loss:.4f}, and "
-              f"always_save_checkpoint=False saves only improvements (--always_save_checkpoint=True saves every eval)")
+        say(f"no checkpoint written: the val loss never went below {best_val_loss:.4f}, and "
+            f"always_save_checkpoint=False saves only improvements (--always_save_checkpoint=True saves every eval)")
     if ddp: # finish together: a gloo rank that tears down its group while rank 0 still saves can abort at exit
         torch.distributed.barrier()
 finally:
