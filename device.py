@@ -247,7 +247,9 @@ def keep_freed_memory():
 # or None where there are none, plain fp32). A name matches as a whole word, and the longest match wins, so that
 # "H100 PCIe" is not taken for the SXM part and "L40" not for the L4.
 GPU_PEAK_FLOPS = {
-    'H200': (989e12, 495e12, 67e12),
+    'H200': (989e12, 495e12, 67e12), # SXM
+    'H200 NVL': (835e12, 418e12, 60e12),
+    'GH200': (989e12, 495e12, 67e12),
     'H100': (989e12, 495e12, 67e12), # SXM
     'H100 PCIe': (756e12, 378e12, 51e12),
     'H100 NVL': (835e12, 418e12, 60e12),
@@ -259,6 +261,7 @@ GPU_PEAK_FLOPS = {
     'RTX 4090': (165e12, 82.6e12, 82.6e12),
     'RTX 3090': (71e12, 35.6e12, 35.6e12),
     'V100': (125e12, None, 15.7e12),
+    'V100S': (130e12, None, 16.4e12),
     'T4': (65e12, None, 8.1e12),
 }
 _MEASURED_PEAK = {}
