@@ -476,3 +476,13 @@ def test_sample_next_draws_multinomials_token_without_a_host_sync(seed):
             token = sample_next(logits, temperature, top_k)
         assert token.shape == (3, 1) and torch.equal(token, expected)
         assert not [name for name in ops.names if name.startswith(SYNCING_OPS)], ops.names
+
+
+def test_the_gpu_smoke_check_says_skip_and_succeeds_where_no_gpu_is_visible():
+    """tests/gpu_smoke.sh is for CUDA machines: with no GPU visible it checks nothing and says so in one line."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHON=sys.executable)
+    p = subprocess.run(['bash', os.path.join(ROOT, 'tests', 'gpu_smoke.sh')], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip().splitlines() == ["SKIP: no CUDA GPU is present (torch.cuda.is_available() is False); "
+                                             "nothing was checked"]
