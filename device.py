@@ -78,12 +78,12 @@ def torchrun_device(device, local_rank):
 
 def check_fsdp(ddp, dtype, muon):
     """The settings that FSDP sharding cannot run with, each a one-line error."""
-    if not ddp:
-        raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
-                        "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
     if muon:
         raise UserError("muon=True needs each weight matrix whole (it orthogonalizes the update of the full matrix), "
                         "and fsdp=True shards them: use DDP (drop --fsdp) or AdamW (drop --muon)")
+    if not ddp:
+        raise UserError("fsdp=True shards the model across the processes that torchrun starts: "
+                        "launch with torchrun --nproc_per_node=N train.py ..., or drop --fsdp")
     if dtype == 'float16':
         raise UserError("fsdp=True does not support dtype='float16' (torch.amp.GradScaler is not shard-aware): "
                         "use dtype='bfloat16' or 'float32'")

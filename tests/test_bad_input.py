@@ -144,7 +144,7 @@ CASES = [
     ('out_dir not writable', 'train.py', [*TRAIN, f'--out_dir={READONLY}'], 'is not writable'),
     ('out_dir under a file', 'train.py', [*TRAIN, '--out_dir={w}/a_file/out'], 'cannot be created'),
     ('resume: no checkpoint', 'train.py', [*RESUME, '--out_dir={w}/nothing'], 'no checkpoint at'),
-    ('resume: other vocab', 'train.py', [*RESUME, '--out_dir={w}/vocab100'], 'has vocab_size 65 but the checkpoint'),
+    ('resume: other vocab', 'train.py', [*RESUME, '--out_dir={w}/vocab100'], 'has vocab_size 65 (its own vocabulary) but the checkpoint'),
     ('resume: GPT-2 tokens, char model', 'train.py', [*RESUME, '--out_dir={w}/out', '--dataset={w}/no_meta'],
      'its tokens are GPT-2'),
     ('resume: garbage ckpt.pt', 'train.py', [*RESUME, '--out_dir={w}/garbage'], 'truncated or corrupt'),

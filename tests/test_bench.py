@@ -1,6 +1,7 @@
 """bench.py times training and sampling on any device against a plain baseline, and ends with one parsable summary line."""
+import json
 
-from conftest import run
+from conftest import one_line_error, run
 
 SMALL = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=2',
          '--burnin_iters=1', '--measure_iters=2', '--device=cpu']
@@ -21,16 +22,35 @@ def test_train_mode_reports_ms_per_iter_tokens_per_s_mfu_and_the_speedup_over_th
 
 
 def test_baseline_false_times_only_the_fast_settings():
-    s = summary(run('bench.py', *SMALL, '--baseline=False', '--muon=True', '--cpu_threads=1').stdout)
+    s = summary(run('bench.py', *SMALL, '--baseline=False', '--cpu_threads=1').stdout)
     assert 'baseline_ms_per_iter' not in s and 'speedup' not in s and float(s['tokens_per_s']) > 0
     assert s['cpu_threads'] == '1'
-    assert s['muon'] == 'True' # the fast run stepped with Muon
+
+
+def optimizer_steps(trace_path):
+    """The optimizer steps a profiler trace recorded: torch names each 'Optimizer.step#<class>.step'."""
+    with open(trace_path) as f:
+        names = {e.get('name', '') for e in json.load(f)['traceEvents']}
+    return {n.split('#')[1] for n in names if n.startswith('Optimizer.step#')}
+
+
+def test_muon_true_steps_the_fast_run_with_muon(tmp_path):
+    out = run('bench.py', *SMALL, '--baseline=False', '--muon=True', '--profile=True', cwd=tmp_path).stdout
+    assert 'muon=True' in out.splitlines()[-1]
+    # the timed steps ran the optimizer that holds Muon and AdamW side by side, and each of the two inside it
+    steps = optimizer_steps(tmp_path / 'bench_trace.json')
+    assert 'MuonWithAdamW.step' in steps and 'AdamW.step' in steps
+    assert steps & {'Muon.step', 'MuonFp32.step'} # torch's Muon, or its fp32 twin where bf16 is emulated
 
 
 def test_sample_mode_times_generation_against_the_no_cache_fp32_baseline():
-    s = summary(run('bench.py', *SMALL, '--n_layer=1', '--mode=sample', '--max_new_tokens=40', '--overflow=slide',
-                    '--compile=True', '--dtype=bfloat16').stdout)
-    assert s['kv_cache'] == 'True' and s['overflow'] == 'slide' and s['compile'] == 'True' # the compiled decoding step
+    p = run('bench.py', *SMALL, '--n_layer=1', '--mode=sample', '--max_new_tokens=40', '--overflow=slide',
+            '--compile=True', '--dtype=bfloat16', env_extra={'TORCH_LOGS': 'dynamo'}) # dynamo logs what it compiles
+    s = summary(p.stdout)
+    assert s['kv_cache'] == 'True' and s['overflow'] == 'slide' and s['compile'] == 'True'
+    # the decoding step was compiled, by inductor, once: the warm-up compiled it and the timed run reused it
+    assert p.stderr.count('torchdynamo start tracing') == 1 and 'start tracing decode_and_sample' in p.stderr
+    assert 'done compiler function inductor' in p.stderr and 'warm-up generation, compiling included' in p.stdout
     assert float(s['tokens_per_s']) > 0 and float(s['baseline_tokens_per_s']) > 0
     assert float(s['speedup']) == round(float(s['tokens_per_s']) / float(s['baseline_tokens_per_s']), 2)
 
@@ -47,12 +67,16 @@ def test_replay_times_every_op_of_one_step_again_on_its_own():
 def test_profile_writes_a_trace_and_prints_the_per_op_table(tmp_path):
     out = run('bench.py', *SMALL, '--baseline=False', '--profile=True', cwd=tmp_path).stdout
     assert 'aten::mm' in out and 'Self CPU' in out # the profiler's table, ops by their own time
-    assert (tmp_path / 'bench_trace.json').stat().st_size > 0
+    assert optimizer_steps(tmp_path / 'bench_trace.json') == {'AdamW.step'} # without muon=True: AdamW alone
 
 
 def test_real_data_reads_the_prepared_dataset(char_data):
-    s = summary(run('bench.py', *SMALL, '--real_data=True', '--baseline=False').stdout)
-    assert float(s['tokens_per_s']) > 0
+    # the model gets the dataset's vocabulary (65 characters, from its meta), not the vocab_size given for random tokens
+    s = summary(run('bench.py', *SMALL, '--real_data=True', '--baseline=False', '--vocab_size=100').stdout)
+    assert s['vocab_size'] == '65' and float(s['tokens_per_s']) > 0
+    # and its tokens come from the dataset's train.bin, which must exist
+    p = run('bench.py', *SMALL, '--real_data=True', '--dataset=no_such_dataset', check=False)
+    assert "no dataset 'no_such_dataset': " in one_line_error(p) and 'train.bin does not exist' in one_line_error(p)
 
 
 def test_a_training_config_file_can_be_benchmarked():

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_INPUT, one_line_error, run
+from conftest import ROOT, one_line_error, run
 from checkpoint import save_checkpoint
 from common import UserError
 from model import GPT, GPTConfig
 from tokens import GPT2_BPE_FILES, gpt2_encoding, write_token_shards
 
-SHARED_BPE = os.path.join(ROOT, '..', 'shared', 'data', 'gpt2-bpe')
 BPE_DIR = os.path.join(ROOT, 'data', 'shakespeare')
 # a proxy nobody listens on: any download attempt fails at once instead of reaching the internet
 NO_NETWORK = {'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9', 'NO_PROXY': '',
@@ -25,13 +24,11 @@ NO_NETWORK = {'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0
 
 
 @pytest.fixture(scope='session')
-def bpe_cache(tmp_path_factory):
+def bpe_cache(tmp_path_factory, gpt2_bpe_dir):
     """A tiktoken cache holding GPT-2's files from ../shared under the names tiktoken looks for, set for the session."""
-    if not all(os.path.isfile(os.path.join(SHARED_BPE, name)) for name in GPT2_BPE_FILES):
-        pytest.skip("no GPT-2 encoder.json and vocab.bpe in ../shared/data/gpt2-bpe")
     cache = tmp_path_factory.mktemp('tiktoken-cache')
     for name, (url, _) in GPT2_BPE_FILES.items():
-        shutil.copy(os.path.join(SHARED_BPE, name), cache / hashlib.sha1(url.encode()).hexdigest())
+        shutil.copy(os.path.join(gpt2_bpe_dir, name), cache / hashlib.sha1(url.encode()).hexdigest())
     old = os.environ.get('TIKTOKEN_CACHE_DIR')
     os.environ['TIKTOKEN_CACHE_DIR'] = str(cache) # the scripts run as subprocesses inherit it
     yield str(cache)
@@ -43,13 +40,11 @@ def bpe_cache(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def bpe_data(bpe_cache):
-    """data/shakespeare prepared from the canonical input.txt (copied from ../shared when it is missing)."""
-    target = os.path.join(BPE_DIR, 'input.txt')
-    if not os.path.exists(target):
-        if not os.path.exists(SHARED_INPUT):
-            pytest.skip("no Tiny Shakespeare input.txt here and none in ../shared/data/tinyshakespeare")
-        shutil.copy(SHARED_INPUT, target)
-    run('data/shakespeare/prepare.py')
+    """data/shakespeare prepared by its prepare.py from the input.txt that ships in data/shakespeare_char."""
+    p = run('data/shakespeare/prepare.py', check=False)
+    if p.returncode != 0:
+        pytest.fail(f"Tiny Shakespeare could not be prepared as GPT-2 tokens: python data/shakespeare/prepare.py "
+                    f"exited with {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}", pytrace=False)
     return BPE_DIR
 
 
@@ -102,21 +97,17 @@ def test_gpt2_encoding_from_a_tiktoken_cache(bpe_cache):
     assert enc.encode_ordinary("<|endoftext|>") != [50256] # in ordinary text it is just characters
 
 
-def test_gpt2_bpe_dir_works_offline_and_is_never_written_to(tmp_path):
-    if not os.path.isdir(SHARED_BPE):
-        pytest.skip("no ../shared/data/gpt2-bpe")
+def test_gpt2_bpe_dir_works_offline_and_is_never_written_to(tmp_path, gpt2_bpe_dir):
     empty_cache = tmp_path / 'cache'
     empty_cache.mkdir()
-    before = sorted(os.listdir(SHARED_BPE))
-    p = py(ENCODE, dict(NO_NETWORK, GPT2_BPE_DIR=SHARED_BPE, TIKTOKEN_CACHE_DIR=str(empty_cache)))
+    before = sorted(os.listdir(gpt2_bpe_dir))
+    p = py(ENCODE, dict(NO_NETWORK, GPT2_BPE_DIR=gpt2_bpe_dir, TIKTOKEN_CACHE_DIR=str(empty_cache)))
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == '[15496, 995] 50256'
-    assert sorted(os.listdir(SHARED_BPE)) == before and not os.listdir(empty_cache)
+    assert sorted(os.listdir(gpt2_bpe_dir)) == before and not os.listdir(empty_cache)
 
 
-def test_a_missing_or_wrong_tokenizer_copy_is_a_one_line_error_that_says_how_to_fix_it(tmp_path):
-    if not os.path.isdir(SHARED_BPE):
-        pytest.skip("no ../shared/data/gpt2-bpe")
+def test_a_missing_or_wrong_tokenizer_copy_is_a_one_line_error_that_says_how_to_fix_it(tmp_path, gpt2_bpe_dir):
     empty = tmp_path / 'empty'
     empty.mkdir()
     # no copy anywhere and no network
@@ -128,22 +119,13 @@ def test_a_missing_or_wrong_tokenizer_copy_is_a_one_line_error_that_says_how_to_
     # a damaged copy
     bad = tmp_path / 'bad'
     bad.mkdir()
-    shutil.copy(os.path.join(SHARED_BPE, 'encoder.json'), bad / 'encoder.json')
+    shutil.copy(os.path.join(gpt2_bpe_dir, 'encoder.json'), bad / 'encoder.json')
     (bad / 'vocab.bpe').write_text('#version: 0.2\nnot the merges\n')
     msg = one_line_error(py(ENCODE, dict(NO_NETWORK, GPT2_BPE_DIR=str(bad), TIKTOKEN_CACHE_DIR=str(empty))))
     assert 'vocab.bpe' in msg and 'sha256' in msg
 
 # -----------------------------------------------------------------------------
 # datasets
-
-def test_prepare_shakespeare_bpe_gives_nanogpts_token_counts(bpe_data):
-    train_ids = np.fromfile(os.path.join(bpe_data, 'train.bin'), dtype=np.uint16)
-    val_ids = np.fromfile(os.path.join(bpe_data, 'val.bin'), dtype=np.uint16)
-    assert (len(train_ids), len(val_ids)) == (301_966, 36_059)
-    enc = gpt2_encoding()
-    assert enc.decode(train_ids[:4].tolist()).startswith('First Citizen:')
-    assert train_ids.max() < 50257 and 50256 not in train_ids # no <|endoftext|> in one continuous text
-
 
 def test_prepare_openwebtext_from_local_files_writes_exactly_tiktokens_stream(tmp_path, bpe_cache):
     corpus = tmp_path / 'corpus'

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from common import UserError
-from model import GPT, GPTConfig, Dropout, MODEL_ARGS, PackedLinear, packed_linear_supported, prepare_for_sampling
+from model import (GPT, GPTConfig, Dropout, MODEL_ARGS, PackedLinear, packed_linear_supported, prepare_for_sampling,
+                   sample_next)
 from optimizers import MuonFp32, cosine_lr
 
 def tiny(**kw):
@@ -328,14 +329,46 @@ def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once():
         model.generate(prompt, 40, top_k=1, compile=True) # a new call, new caches, same shapes: no new compile
         assert dynamo_utils.counters['stats']['unique_graphs'] == graphs
         # sampling, not greedy: the compiled step draws in-graph, from the same generator as eager's multinomial
-        torch.manual_seed(1)
-        expected = model.generate(prompt, 40, temperature=4.0, top_k=5)
-        torch.manual_seed(1)
-        assert torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=5, compile=True), expected)
-        assert not torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=5, compile=True), expected) # random
+        for overflow in ('recompute', 'slide'): # the second reuses the step compiled for the first: same settings
+            if overflow == 'slide':
+                graphs = dynamo_utils.counters['stats']['unique_graphs']
+            torch.manual_seed(1)
+            expected = model.generate(prompt, 40, temperature=4.0, top_k=5, overflow=overflow)
+            torch.manual_seed(1)
+            assert torch.equal(model.generate(prompt, 40, temperature=4.0, top_k=5, overflow=overflow, compile=True),
+                               expected), overflow
+            again = model.generate(prompt, 40, temperature=4.0, top_k=5, overflow=overflow, compile=True)
+            assert not torch.equal(again, expected) # random: the same tokens came from the same seed, not by chance
+        assert dynamo_utils.counters['stats']['unique_graphs'] == graphs
     if packed_linear_supported(): # weights packed for eager sampling are not for the compiler: one clear error
         with pytest.raises(UserError, match='compile=True'):
             prepare_for_sampling(sharp_tiny(), 'cpu', 'bfloat16').generate(prompt, 3, compile=True)
+
+
+def test_sample_next_draws_multinomials_token_from_the_same_generator_state():
+    """
+    sample_next draws as torch.multinomial(probs, 1) does, written out so that no host sync is needed and the
+    compiler can fuse it: from the same seed both give the same token, for any probabilities, tempered or top-k.
+    """
+    draws = differ_from_greedy = 0
+    for seed in range(200):
+        g = torch.Generator().manual_seed(seed)
+        b, vocab = int(torch.randint(1, 8, (), generator=g)), int(torch.randint(2, 100, (), generator=g))
+        logits = torch.randn(b, 3, vocab, generator=g) * 3
+        temperature = 0.2 + 2 * float(torch.rand((), generator=g))
+        top_k = [None, 1, 5, vocab + 3][seed % 4]
+        last = logits[:, -1] / temperature # the probabilities multinomial is given, as generate() makes them
+        if top_k is not None:
+            v, _ = torch.topk(last, min(top_k, vocab))
+            last = last.masked_fill(last < v[:, -1:], -float('inf'))
+        torch.manual_seed(seed)
+        expected = torch.multinomial(F.softmax(last, dim=-1), 1)
+        torch.manual_seed(seed)
+        got = sample_next(logits, temperature, top_k)
+        assert torch.equal(got, expected), seed
+        draws += b
+        differ_from_greedy += (got != logits[:, -1].argmax(-1, keepdim=True)).sum().item()
+    assert draws > 500 and differ_from_greedy > draws // 4 # real draws: many are not the most likely token
 
 
 def test_bf16_training_loss_tracks_fp32_within_0_02_over_200_steps():

@@ -9,6 +9,7 @@ import random
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, run
-from checkpoint import LossGuard, load_checkpoint, save_run_checkpoint
+from checkpoint import LossGuard, load_checkpoint, prepare_out_dir, save_run_checkpoint
+from common import TMP_MARK, temp_path
 from model import GPT
 from test_train import assert_same_training_state, losses, train
 
@@ -219,6 +221,51 @@ def test_nan_gradients_are_skipped_and_a_bad_streak_rolls_back_with_a_lower_lr(t
     final = ckpt(tmp_path / 'ckpt.pt')
     assert final['iter_num'] == 10 and final['guard']['skipped'] == 4 and final['guard']['lr_scale'] == 0.5
     assert all(torch.isfinite(v).all() for v in final['model'].values())
+
+
+def test_a_rollback_reloads_only_a_checkpoint_of_this_run(tmp_path):
+    """
+    A new run into an out_dir that holds an earlier run's ckpt.pt has nothing of its own to go back to before its
+    first save: it keeps its weights rather than load another run's. A resumed run owns the file it resumed from.
+    """
+    config = tmp_path / 'first_three_steps_nan.py'
+    config.write_text(NAN_GRADIENTS.replace('{2, 6, 7, 8}', '{0, 1, 2}')) # counted from this process's first step
+    out = tmp_path / 'out'
+    train(out, '--max_iters=2', '--eval_interval=2') # the earlier run
+    p = train(out, str(config), '--max_iters=4', '--eval_interval=4', '--guard_max_bad=3')
+    assert ('iter 2: 3 bad steps in a row: no checkpoint of this run yet, kept the weights, learning rate now x0.5'
+            in p.stdout)
+    assert 'reloaded' not in p.stdout
+    assert ckpt(out / 'ckpt.pt')['iter_num'] == 4 # its own first save, at its first eval
+    p = train(out, str(config), '--max_iters=8', '--eval_interval=8', '--guard_max_bad=3', '--init_from=resume')
+    assert f"iter 6: 3 bad steps in a row: reloaded {out / 'ckpt.pt'} (iter 4), learning rate now x0.25" in p.stdout
+
+
+def test_prepare_out_dir_deletes_only_the_temp_files_whose_writer_is_gone(tmp_path):
+    """A temp file of a live process (another run saving into the same out_dir) or of another host is kept."""
+    target = str(tmp_path / 'ckpt.pt')
+    host = socket.gethostname()
+    finished = subprocess.Popen([sys.executable, '-c', 'pass'])
+    finished.wait() # its pid is now free: no process of that pid is running
+    sleeping = subprocess.Popen(['sleep', '60'])
+    try:
+        names = {
+            'ours': temp_path(target), # this process
+            'alive': f'{target}{TMP_MARK}{host}.{sleeping.pid}',
+            'gone': f'{target}{TMP_MARK}{host}.{finished.pid}',
+            'gone_best': f'{tmp_path / "best.pt"}{TMP_MARK}{host}.{finished.pid}',
+            'other_host': f'{target}{TMP_MARK}another-host.example.org.{finished.pid}',
+            'not_a_checkpoint': f'{tmp_path / "notes.txt"}{TMP_MARK}{host}.{finished.pid}',
+        }
+        for path in names.values():
+            open(path, 'w').close()
+        removed = prepare_out_dir(str(tmp_path))
+        assert sorted(removed) == sorted(os.path.basename(names[k]) for k in ('gone', 'gone_best'))
+        assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(names[k]) for k in
+                                                      ('ours', 'alive', 'other_host', 'not_a_checkpoint'))
+    finally:
+        sleeping.kill()
+        sleeping.wait()
 
 
 def test_the_guard_flags_nan_inf_and_loss_spikes_but_not_ordinary_noise():
