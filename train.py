@@ -97,7 +97,7 @@ guard_lr_factor = 0.5
 exit_on_user_error() # bad settings and files end in one 'error: ...' line, not a traceback
 changed = configure(globals())
 config = config_keys(globals()) # the resolved settings, for logging and checkpoints
-STOP_CHECK_INTERVAL = 10 # under DDP without the guard: steps between checks whether some rank was asked to stop
+STOP_CHECK_INTERVAL = 10 # without the guard: steps between checks for a stop request (to any rank)
 MFU_WARMUP_STEPS = 5 # steps before MFU is reported: the first ones include compiling and warm-up
 # -----------------------------------------------------------------------------
 
