@@ -175,16 +175,14 @@ def get_batch(split, step, micro_step=0, for_eval=False):
     return x.to(device), y.to(device) # a no-op on the CPU
 
 # the run's counters, replaced by the checkpoint's on resume
-iter_num = 0
-best_val_loss = 1e9
-train_seconds = 0.0
+iter_num, best_val_loss, train_seconds = 0, 1e9, 0.0
 resume_rng = resume_guard = None
 
 # the vocab size comes from the dataset's meta.pkl if it has one (char-level), else GPT-2's, padded
 meta = load_meta(data_dir)
 meta_vocab_size = meta['vocab_size'] if meta else None
-if meta_vocab_size is not None and master_process:
-    print(f"found vocab_size = {meta_vocab_size} (inside {meta_file(data_dir)})")
+if meta_vocab_size is not None:
+    say(f"found vocab_size = {meta_vocab_size} (inside {meta_file(data_dir)})")
 
 checkpoint = None
 if init_from == 'scratch':
@@ -216,8 +214,7 @@ else:
     check_vocab(dataset, meta_vocab_size, ckpt_args['vocab_size'], f"the checkpoint in {out_dir}",
                 "resume with the dataset it was trained on")
     model_args = dict({k: ckpt_args[k] for k in MODEL_ARGS}, dropout=dropout)
-    iter_num = checkpoint['iter_num']
-    best_val_loss = float(checkpoint['best_val_loss'])
+    iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
     train_seconds = float(checkpoint.get('train_seconds', 0.0))
     resume_rng, resume_guard = checkpoint.get('rng'), checkpoint.get('guard') # absent in nanoGPT's checkpoints
     say(f"loaded the checkpoint of iter {iter_num} in {time.time() - t_load:.2f}s")
@@ -345,9 +342,7 @@ stop = GracefulStop()
 X, Y = get_batch('train', iter_num, 0) # the first micro-batch; each later one is fetched during the step before
 t0 = t_start = time.time()
 seconds_before = train_seconds # training time of the run before it was resumed
-local_iter_num = 0 # steps run by this process
-running_mfu = -1.0
-stop_now = False
+local_iter_num, running_mfu, stop_now = 0, -1.0, False # steps run by this process, MFU's moving average
 try:
     while True:
         # the learning rate of this step
@@ -433,8 +428,7 @@ try:
 
         # timing and logging
         t1 = time.time()
-        dt = t1 - t0
-        t0 = t1
+        dt, t0 = t1 - t0, t1
         if log_now and master_process:
             lossf = loss_sum.item() # the mean loss of this step's micro-batches (a host sync)
             if local_iter_num >= MFU_WARMUP_STEPS:
