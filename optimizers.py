@@ -1,4 +1,4 @@
-"""Optimizers and the learning-rate schedule: Muon for the weight matrices beside AdamW, and the cosine schedule.
+"""Optimizers and learning-rate schedules: Muon for the weight matrices beside AdamW; cosine, WSD and constant.
 
 GPT.configure_optimizers (model.py) decides which parameters go to which optimizer; the classes here do the stepping.
 """
@@ -90,13 +90,37 @@ def cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
     return min_lr + coeff * (learning_rate - min_lr)
 
 
-def lr_at(it, seconds, learning_rate, warmup_iters, lr_decay_iters, min_lr, max_seconds=0.0, decay=True):
+LR_SCHEDULES = ('cosine', 'wsd', 'constant')
+
+
+def wsd_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_frac):
     """
-    The learning rate of step it: cosine_lr, or learning_rate throughout without decay. With a time budget
-    (max_seconds > 0) the cosine's position after warmup is the share of the budget spent, not the step.
+    Warmup, stable, decay: linear warmup, then learning_rate held flat, then a straight line down to min_lr over the
+    last decay_frac of the steps after warmup, ending at lr_decay_iters; flat at min_lr after that.
+    """
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= lr_decay_iters:
+        return min_lr
+    decay_start = lr_decay_iters - decay_frac * (lr_decay_iters - warmup_iters)
+    if it < decay_start:
+        return learning_rate
+    return learning_rate + (min_lr - learning_rate) * (it - decay_start) / (lr_decay_iters - decay_start)
+
+
+def lr_at(it, seconds, learning_rate, warmup_iters, lr_decay_iters, min_lr, max_seconds=0.0, decay=True,
+          schedule='cosine', decay_frac=0.2):
+    """
+    The learning rate of step it under schedule: 'cosine' (cosine_lr, nanoGPT's), 'wsd' (wsd_lr) or 'constant'
+    (the same warmup, then learning_rate throughout; decay=False is that too). With a time budget (max_seconds > 0)
+    a schedule's position after warmup is the share of the budget spent, not the step, so its decay is placed in time.
     """
     if not decay:
         return learning_rate
+    if schedule == 'constant':
+        return learning_rate * min(1.0, (it + 1) / (warmup_iters + 1))
     if max_seconds > 0 and it >= warmup_iters:
         it = warmup_iters + (lr_decay_iters - warmup_iters) * min(seconds / max_seconds, 1.0)
+    if schedule == 'wsd':
+        return wsd_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr, decay_frac)
     return cosine_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr)

@@ -31,7 +31,7 @@ from device import (autocast_context, check_fsdp, device_peak_flops, grad_scaler
                     use_device)
 from huggingface import GPT2_SIZES, is_pretrained
 from model import GELU_KEY, GPT, GPTConfig, MODEL_ARGS, check_overrides, resolve_attn_impl
-from optimizers import lr_at
+from optimizers import LR_SCHEDULES, lr_at
 from tokens import GPT2_PADDED_VOCAB_SIZE, check_vocab, load_meta, meta_file, open_tokens, step_windows
 
 # -----------------------------------------------------------------------------
@@ -74,7 +74,9 @@ beta2 = 0.95
 grad_clip = 1.0 # clip the gradient norm to this; 0 = no clipping
 muon = False # Muon (torch.optim.Muon) for the blocks' weight matrices, AdamW for the rest: fewer steps to a loss
 # learning-rate schedule
-decay_lr = True # linear warmup then cosine decay; False keeps learning_rate throughout
+decay_lr = True # False keeps learning_rate throughout, no warmup either (nanoGPT's switch)
+lr_schedule = 'cosine' # after warmup: 'cosine' (nanoGPT's), 'wsd' (flat, then a linear decay at the end), 'constant'
+decay_frac = 0.2 # wsd: the share of the steps after warmup (or of the time budget) spent decaying
 warmup_iters = 2000 # steps of linear warmup
 lr_decay_iters = 600000 # the step where the cosine reaches min_lr (about max_iters, as Chinchilla suggests)
 min_lr = 6e-5 # the floor of the decay (about learning_rate / 10, as Chinchilla suggests)
@@ -109,6 +111,10 @@ check_ranges(globals(), positive=('batch_size', 'block_size', 'gradient_accumula
              non_negative=('keep_last', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
                            'lr_decay_iters', 'seed', 'max_iters', 'max_seconds'),
              unit=('beta1', 'beta2'))
+if lr_schedule not in LR_SCHEDULES:
+    raise UserError(f"lr_schedule={lr_schedule!r} is not one of {', '.join(map(repr, LR_SCHEDULES))}")
+if not 0 < decay_frac <= 1:
+    raise UserError(f"decay_frac={decay_frac} must be in (0, 1]: the share of training that wsd spends decaying")
 if not 0 < guard_lr_factor <= 1:
     raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: a rollback multiplies the LR by it")
 
@@ -352,7 +358,7 @@ try:
             torch.distributed.broadcast(clock, 0)
             train_seconds = clock.item()
         lr = loss_guard.lr_scale * lr_at(iter_num, train_seconds, learning_rate, warmup_iters, lr_decay_iters, min_lr,
-                                         max_seconds, decay_lr)
+                                         max_seconds, decay_lr, lr_schedule, decay_frac)
         for param_group in optimizer.param_groups:
             param_group['lr'] = lr
 

@@ -128,6 +128,8 @@ CASES = [
     ('dropout=1', 'train.py', [*TRAIN, '--dropout=1.0'], 'dropout=1.0 must be in [0, 1)'),
     ('keep_last<0', 'train.py', [*TRAIN, '--keep_last=-1'], 'keep_last=-1 must be >= 0'),
     ('guard_lr_factor>1', 'train.py', [*TRAIN, '--guard_lr_factor=2.0'], 'guard_lr_factor=2.0 must be in (0, 1]'),
+    ('unknown lr_schedule', 'train.py', [*TRAIN, '--lr_schedule=linear'], "lr_schedule='linear' is not one of"),
+    ('decay_frac 0', 'train.py', [*TRAIN, '--decay_frac=0'], 'decay_frac=0.0 must be in (0, 1]'),
     ('negative grad_clip', 'train.py', [*TRAIN, '--grad_clip=-1.0'], 'grad_clip=-1.0 must be >= 0'),
     ('negative max_iters', 'train.py', [*TRAIN, '--max_iters=-5'], 'max_iters=-5 must be >= 0'),
     ('negative cpu_threads', 'train.py', [*TRAIN, '--cpu_threads=-1'], 'cpu_threads=-1 must be >= 0'),

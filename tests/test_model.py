@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from common import UserError
 from model import (GPT, GPTConfig, Dropout, MODEL_ARGS, PackedLinear, packed_linear_supported, prepare_for_sampling,
                    sample_next)
-from optimizers import MuonFp32, cosine_lr
+from optimizers import MuonFp32, cosine_lr, lr_at
 
 def tiny(**kw):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0, bias=True)
@@ -161,6 +161,34 @@ def test_cosine_lr_schedule_values():
     assert all(a >= b for a, b in zip(values, values[1:])) # monotone decay
     # no cosine at all (lr_decay_iters == warmup_iters, 0 or not): warmup, then min_lr
     assert cosine_lr(5, 1e-3, 5, 5, 1e-4) == cosine_lr(0, 1e-3, 0, 0, 1e-4) == 1e-4
+
+
+def test_wsd_schedule_warms_up_holds_then_decays_linearly_over_its_last_fraction():
+    # warmup 10 steps, then 100 steps to lr_decay_iters=110; decay_frac=0.5: flat up to step 60, a line to 110
+    lr = lambda it: lr_at(it, 0.0, 1.0, 10, 110, 0.1, schedule='wsd', decay_frac=0.5)
+    assert lr(0) == pytest.approx(1 / 11) and lr(9) == pytest.approx(10 / 11) # the same warmup as cosine
+    assert lr(10) == lr(35) == lr(60) == 1.0 # stable
+    assert lr(85) == pytest.approx(0.55) # half way down the line from 1.0 to 0.1
+    assert lr(110) == lr(500) == pytest.approx(0.1)
+    values = [lr(i) for i in range(60, 111)]
+    steps = [a - b for a, b in zip(values, values[1:])]
+    assert all(s == pytest.approx(0.9 / 50) for s in steps) # a straight line, not a curve
+
+
+def test_constant_schedule_warms_up_then_stays_and_decay_lr_false_is_flat_from_the_start():
+    lr = lambda it, **kw: lr_at(it, 0.0, 1e-3, 10, 1000, 1e-4, schedule='constant', **kw)
+    assert lr(0) == pytest.approx(1e-3 / 11) and lr(10) == lr(999) == lr(5000) == 1e-3
+    assert lr(0, decay=False) == lr(5000, decay=False) == 1e-3 # nanoGPT's decay_lr=False: no warmup either
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'wsd'])
+def test_with_a_time_budget_each_schedule_decays_in_time_not_in_steps(schedule):
+    """max_seconds places the decay by the share of the budget spent: at step 1000, 30% in, wsd has not begun."""
+    at = lambda seconds: lr_at(1000, seconds, 1.0, 10, 110, 0.1, max_seconds=100.0, schedule=schedule,
+                               decay_frac=0.5)
+    assert at(0.0) == 1.0 and at(100.0) == pytest.approx(0.1) and at(500.0) == pytest.approx(0.1)
+    assert at(30.0) == (1.0 if schedule == 'wsd' else pytest.approx(cosine_lr(40, 1.0, 10, 110, 0.1)))
+    assert at(75.0) == pytest.approx(0.55 if schedule == 'wsd' else cosine_lr(85, 1.0, 10, 110, 0.1))
 
 
 def test_optimizer_decays_only_matrices_and_is_fused_on_cpu():
