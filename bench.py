@@ -10,6 +10,7 @@ $ python bench.py --mode=sample --batch_size=1 --max_new_tokens=2000 --overflow=
 $ python bench.py --profile=True                     # a torch profiler trace and the per-op table
 $ python bench.py --replay=True                      # the step's floor: every op of it timed again alone, hot
 $ python bench.py --baseline=False                   # only the fast settings
+$ python bench.py --mode=kv_heads --prompt_len=16 --max_new_tokens=240 # MHA, GQA, MQA side by side (see below)
 
 With baseline=True (the default) the same model (same seed, same data) is first timed the way nanoGPT
 runs on a CPU: fp32, F.scaled_dot_product_attention, the for-each (unfused) AdamW, torch's own dropout,
@@ -21,12 +22,23 @@ shape to train.py's defaults (config/gpt2.py: GPT-2 124M) or takes it from init_
 defaults instead: give the shape, as above; the summary line names the shape that was timed.
 
 In mode='sample' each variant generates one untimed short warm-up, then max_new_tokens timed
-tokens (burnin_iters and measure_iters count training steps only).
+tokens (burnin_iters and measure_iters count training steps only). It also reports the KV cache's size: bytes
+per token (keys and values of every layer, in the dtype generate() keeps the cache in) and for a full block at
+batch_size.
+
+mode='kv_heads' compares the n_kv_head values of kv_heads (multi-head, grouped-query, multi-query attention):
+for each, this script runs itself once in mode='train' and twice in mode='sample' (batch 1 and kv_decode_batch),
+each with baseline=False and the other settings given, and train.py kv_train_config (with the same cpu_threads)
+for kv_train_seconds to a full val loss; then it prints one markdown table (docs/attention-variants.md).
 
 Where a step's time goes on CPUs, and what was tried to shorten it: docs/cpu-speed.md; measured numbers:
 docs/benchmarks.md.
 """
 import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -36,11 +48,11 @@ from common import UserError, exit_on_user_error
 from configurator import configure, script_settings
 from device import (autocast_context, device_peak_flops, grad_scaler, keep_freed_memory, resolve_device, resolve_dtype,
                     set_cpu_threads, synchronize)
-from model import GPT, GPTConfig, Dropout, OVERFLOW_MODES, prepare_for_sampling, resolve_attn_impl
+from model import GPT, GPTConfig, Dropout, OPTION_DEFAULTS, OVERFLOW_MODES, prepare_for_sampling, resolve_attn_impl
 from tokens import GPT2_PADDED_VOCAB_SIZE, load_meta, open_tokens
 
 # -----------------------------------------------------------------------------
-mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens
+mode = 'train' # 'train': forward, backward, optimizer step; 'sample': generate tokens; 'kv_heads': see above
 baseline = True # first time the same model as nanoGPT runs it (fp32, SDPA, unfused AdamW, no KV cache): speed-ups
 batch_size = 8
 block_size = 256
@@ -69,7 +81,12 @@ peak_flops = 0.0 # the device's peak FLOP/s for MFU; 0 = a GPU table, or a matmu
 prompt_len = 1 # tokens in the prompt
 max_new_tokens = 500
 kv_cache = True # the fast run decodes with the KV cache (False: the whole context again for every token)
-overflow = 'recompute' # past block_size: 'recompute' (exact, nanoGPT's output) or 'slide' (fast), see GPT.generate
+overflow = 'auto' # past block_size: 'auto' (sample.py's default), 'recompute' (nanoGPT's), 'slide', 'roll'
+# comparing attention variants (mode='kv_heads')
+kv_heads = '0 2 1' # the n_kv_head values compared, separated by spaces
+kv_decode_batch = 16 # decoding is timed at batch 1 and at this batch
+kv_train_config = 'config/shakespeare_char_cpu.py' # the training run of the loss column (its own model shape)
+kv_train_seconds = 120.0 # train.py's max_seconds for each variant's loss; 0: no loss column
 # train.py's other settings are accepted and ignored, so that any training config can be benchmarked
 for _key, _value in script_settings(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')).items():
     globals().setdefault(_key, _value)
@@ -78,9 +95,10 @@ exit_on_user_error() # bad settings and files end in one 'error: ...' line, not 
 configure(globals())
 # -----------------------------------------------------------------------------
 
-if mode not in ('train', 'sample'):
-    raise UserError(f"mode={mode!r} is not one of 'train', 'sample'")
-for name in ('batch_size', 'block_size', 'vocab_size', 'measure_iters', 'prompt_len', 'max_new_tokens'):
+if mode not in ('train', 'sample', 'kv_heads'):
+    raise UserError(f"mode={mode!r} is not one of 'train', 'sample', 'kv_heads'")
+for name in ('batch_size', 'block_size', 'vocab_size', 'measure_iters', 'prompt_len', 'max_new_tokens',
+             'kv_decode_batch'):
     if globals()[name] <= 0:
         raise UserError(f"{name}={globals()[name]} must be > 0")
 if burnin_iters < 0:
@@ -89,6 +107,101 @@ if replay and (mode != 'train' or compile):
     raise UserError("replay=True times the eager ops of one training step: use it with mode='train' and compile=False")
 if overflow not in OVERFLOW_MODES:
     raise UserError(f"overflow={overflow!r} is not one of {', '.join(map(repr, OVERFLOW_MODES))}")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KV_MODE_KEYS = ('mode', 'kv_heads', 'kv_decode_batch', 'kv_train_config', 'kv_train_seconds') # not passed on
+
+def kv_head_values():
+    """kv_heads as ints, each checked against n_head here and in kv_train_config, before minutes of measuring."""
+    try:
+        values = [int(v) for v in kv_heads.split()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise UserError(f"kv_heads={kv_heads!r} must be n_kv_head values separated by spaces, e.g. '0 2 1'")
+    if kv_train_seconds < 0:
+        raise UserError(f"kv_train_seconds={kv_train_seconds} must be >= 0 (0: no loss column)")
+    shapes = {'the timed model': n_head}
+    if kv_train_seconds > 0:
+        if not os.path.isfile(kv_train_config):
+            raise UserError(f"kv_train_config={kv_train_config!r} is not a file: give a training config")
+        shapes[kv_train_config] = {**script_settings(os.path.join(HERE, 'train.py')),
+                                   **script_settings(kv_train_config)}['n_head']
+    for where, heads in shapes.items():
+        for k in values:
+            if k > heads or heads % (k or heads):
+                raise UserError(f"kv_heads: n_kv_head={k} does not divide the n_head={heads} of {where}: "
+                                f"use divisors of n_head (0 = n_head)")
+    return values
+
+def run_script(name, *args):
+    """Run one of this repository's scripts as a user would; its stdout, or an error that ends with its own."""
+    p = subprocess.run([sys.executable, os.path.join(HERE, name), *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or [f'exit status {p.returncode}'])[-1]
+        raise UserError(f"python {name} {' '.join(args)} failed: {last}")
+    return p.stdout
+
+def bench_summary(*args):
+    """The summary line of a run of this script, as a dict."""
+    line = run_script('bench.py', *args).strip().splitlines()[-1]
+    return dict(kv.split('=', 1) for kv in line[len('bench: '):].split())
+
+def trained_loss(k):
+    """(full val loss, steps) of train.py kv_train_config at n_kv_head=k after kv_train_seconds."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        out = run_script('train.py', kv_train_config, f'--n_kv_head={k}', f'--max_seconds={kv_train_seconds}',
+                         '--full_eval=True', f'--out_dir={out_dir}', f'--cpu_threads={cpu_threads}')
+    found = re.search(r'full val loss ([0-9.]+) \(every block of val.bin, iter (\d+)\)', out)
+    if found is None:
+        raise RuntimeError(f"train.py printed no full val loss:\n{out[-2000:]}")
+    return float(found.group(1)), int(found.group(2))
+
+def attention_kind(k):
+    if k in (0, n_head):
+        return 'multi-head'
+    return 'multi-query' if k == 1 else f'grouped-query ({n_head // k} query heads each)'
+
+def compare_kv_heads(values):
+    """mode='kv_heads': each n_kv_head timed by this script and trained by train.py, then one markdown table."""
+    passed = [a for a in sys.argv[1:] if a.split('=', 1)[0].removeprefix('--') not in KV_MODE_KEYS]
+    timed = {}
+    for k in values: # the timings first, all together, so that they share the machine's conditions
+        args = (*passed, '--baseline=False', f'--n_kv_head={k}')
+        timed[k] = [bench_summary(*args, '--mode=train')] + [bench_summary(*args, '--mode=sample', f'--batch_size={b}')
+                                                           for b in (1, kv_decode_batch)]
+        print(f"n_kv_head={k}: training {timed[k][0]['tokens_per_s']} tokens/s, decoding "
+              f"{timed[k][1]['tokens_per_s']} (batch 1) and {timed[k][2]['tokens_per_s']} tokens/s "
+              f"(batch {kv_decode_batch})", flush=True)
+    losses = {}
+    for k in values if kv_train_seconds > 0 else ():
+        losses[k] = trained_loss(k)
+        print(f"n_kv_head={k}: full val loss {losses[k][0]:.4f} after {losses[k][1]} steps", flush=True)
+    train, decode = timed[values[0]][0], timed[values[0]][2]
+    print(f"\ntimed: {n_layer} layers, {n_head} heads, {n_embd} wide, block {block_size}, on {train['device']}; "
+          f"training at batch {batch_size} in {train['dtype']}; decoding {decode['max_new_tokens']} tokens after a "
+          f"{decode['prompt_len']}-token prompt, greedy, {decode['dtype']} weights, KV cache in "
+          f"{decode['kv_cache_dtype']}")
+    if losses:
+        print(f"loss: python train.py {kv_train_config} --n_kv_head=K --max_seconds={kv_train_seconds:g} "
+              f"--full_eval=True --cpu_threads={cpu_threads} (the config's own model shape)")
+    print(f"\n| n_kv_head | attention | parameters | KV cache per token | KV cache, block at batch {kv_decode_batch} "
+          f"| training tokens/s | decoding tokens/s, batch 1 | decoding tokens/s, batch {kv_decode_batch} "
+          f"| full val loss (steps) |\n|---|---|---|---|---|---|---|---|---|")
+    for k in values:
+        train, one, many = timed[k]
+        loss = f"{losses[k][0]:.4f} ({losses[k][1]:,})" if k in losses else '-'
+        print(f"| {k} | {attention_kind(k)} | {int(train['params']):,} | {int(many['kv_bytes_per_token']):,} B "
+              f"| {int(many['kv_bytes_per_block']) / 2**20:.1f} MiB | {float(train['tokens_per_s']):,.0f} "
+              f"| {float(one['tokens_per_s']):,.0f} | {float(many['tokens_per_s']):,.0f} | {loss} |")
+    first = float(timed[values[0]][2]['tokens_per_s'])
+    print(f"\ndecoding at batch {kv_decode_batch}, against n_kv_head={values[0]}: " +
+          ', '.join(f"n_kv_head={k} {float(timed[k][2]['tokens_per_s']) / first:.2f}x" for k in values[1:]))
+
+if mode == 'kv_heads':
+    compare_kv_heads(kv_head_values())
+    sys.exit(0)
+
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 device_type = torch.device(device).type
@@ -117,8 +230,10 @@ else:
 def new_model(impl, plain=False):
     """The model to time; plain: as nanoGPT runs it (PyTorch's own dropout, which is slow on CPUs)."""
     torch.manual_seed(seed) # the baseline and the fast run start from the same weights
+    # the architecture options (n_kv_head, pos_emb, mlp, ...) are train.py's settings, read in above
+    options = {k: v for k, v in globals().items() if k in OPTION_DEFAULTS}
     m = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                      bias=bias, vocab_size=vocab_size, dropout=dropout))
+                      bias=bias, vocab_size=vocab_size, dropout=dropout, **options))
     m.set_attn_impl(impl)
     for module in m.modules():
         if isinstance(module, Dropout):
@@ -209,11 +324,24 @@ def replay_step(step):
           "largest: " + ', '.join(f"{name} {t*1000:.1f}" for name, t in largest))
     return total
 
+KV_PAIR = 2 # a cached token holds a key and a value
+
+def kv_cache_bytes_per_token(model, fixed_shape):
+    """
+    (bytes, dtype) of one token's keys and values in every layer, in the dtype generate() keeps the KV cache in
+    for this model here (see GPT._new_kv_caches; call it in generate()'s autocast state).
+    """
+    cfg = model.config
+    cache_dtype = model._new_kv_caches(1, torch.device(device), fixed_shape)[0].k.dtype # a one-row probe
+    heads_per_layer, head_size = cfg.n_kv_head or cfg.n_head, cfg.n_embd // cfg.n_head
+    return KV_PAIR * cfg.n_layer * heads_per_layer * head_size * cache_dtype.itemsize, cache_dtype
+
 def time_sampling(model, ctx, cached, overflow, profiled, compiled=False):
     """One untimed short generation (which compiles, if compiled), then max_new_tokens timed ones. Returns tokens/s."""
     prompt = (batches[0][0][:, :prompt_len] if prompt_len <= block_size
               else torch.randint(vocab_size, (batch_size, prompt_len), device=device))
-    generate = lambda n: model.generate(prompt, n, top_k=1, use_kv_cache=cached, overflow=overflow, compile=compiled)
+    generate = lambda n: model.generate(prompt, max_new_tokens=n, top_k=1, use_kv_cache=cached, overflow=overflow,
+                                        compile=compiled)
     with torch.no_grad(), ctx:
         t0 = time.perf_counter()
         generate(min(max_new_tokens, 16))
@@ -229,7 +357,7 @@ def time_sampling(model, ctx, cached, overflow, profiled, compiled=False):
 
 fp32 = autocast_context(device, 'float32')
 summary = dict(mode=mode, device=device, dtype=dtype, attn=attn_impl, cpu_threads=threads, n_layer=n_layer, n_head=n_head,
-               n_embd=n_embd, vocab_size=vocab_size, batch_size=batch_size, block_size=block_size)
+               n_kv_head=n_kv_head, n_embd=n_embd, vocab_size=vocab_size, batch_size=batch_size, block_size=block_size)
 if mode == 'train':
     tokens = batch_size * block_size
     summary.update(compile=compile, fused_adamw=fused_adamw, muon=muon)
@@ -244,6 +372,7 @@ if mode == 'train':
     model = new_model(attn_impl)
     print(f"device {device}, dtype {dtype}, attention {attn_impl}, {threads} CPU thread(s), "
           f"{model.get_num_params()/1e6:.2f}M parameters")
+    summary['params'] = model.get_num_params()
     peak = device_peak_flops(device, dtype, peak_flops)
     step = training_step(model, dtype, fused_adamw, compile, muon)
     dt = time_training(step, profile)
@@ -268,7 +397,18 @@ else:
         summary['baseline_tokens_per_s'] = f"{rate:.1f}"
     if device_type == 'cpu':
         keep_freed_memory()
-    model = prepare_for_sampling(new_model(attn_impl), device, dtype, compile) # weights cast to dtype once: no autocast
+    model = new_model(attn_impl)
+    n_params = model.get_num_params() # before prepare_for_sampling: its packed linears hold no nn.Parameter
+    model = prepare_for_sampling(model, device, dtype, compile) # weights cast to dtype once: no autocast
+    with fp32:
+        kv_bytes, kv_dtype = kv_cache_bytes_per_token(model, compile)
+    kv_block = kv_bytes * block_size * batch_size
+    kv_dtype = str(kv_dtype).removeprefix('torch.')
+    print(f"{n_params/1e6:.2f}M parameters; KV cache in {kv_dtype}, key/value heads per layer: "
+          f"{n_kv_head or n_head}: {kv_bytes:,} bytes per token, {kv_block / 2**20:.2f} MiB for {block_size} tokens "
+          f"at batch {batch_size}")
+    summary.update(params=n_params, kv_cache_dtype=kv_dtype, kv_bytes_per_token=kv_bytes,
+                   kv_bytes_per_block=kv_block)
     rate = time_sampling(model, fp32, kv_cache, overflow, profile, compile)
     print(f"fast ({dtype} weights, KV cache {kv_cache}, overflow={overflow}, compile={compile}): {rate:.1f} tokens/s")
     summary['tokens_per_s'] = f"{rate:.1f}"

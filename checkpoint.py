@@ -2,7 +2,7 @@
 graceful stop whose state a checkpoint carries.
 
 A checkpoint is nanoGPT's dict ('model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config') plus
-keys nanoGPT ignores: 'train_seconds', 'rng', 'guard', 'scaler' and, for GPT-2's GELU, 'gelu_approximate'.
+keys nanoGPT ignores: 'train_seconds', 'rng', 'guard', 'scaler' and 'model_options' (model.OPTIONS_KEY).
 Checkpoints always load to the CPU; tensors reach a device only through load_state_dict, so a resume never
 holds two copies on the GPU.
 """

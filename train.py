@@ -29,10 +29,14 @@ from configurator import check_ranges, configure, config_keys
 from device import (autocast_context, check_fsdp, device_peak_flops, grad_scaler, keep_freed_memory, resolve_backend,
                     resolve_device, resolve_dtype, set_cpu_threads, shard_model, torchrun_device, torchrun_ranks,
                     use_device)
-from huggingface import GPT2_SIZES, is_pretrained
-from model import GELU_KEY, GPT, GPTConfig, MODEL_ARGS, check_overrides, resolve_attn_impl
+from eval import hellaswag_acc_norm, hellaswag_for_training
+from huggingface import GPT2_SIZES, is_pretrained, pretrained_family
+from model import (GPT, GPTConfig, MODEL_ARGS, OPTION_DEFAULTS, OPTIONS_KEY, check_overrides, model_options,
+                   resolve_attn_impl)
 from optimizers import LR_SCHEDULES, lr_at
-from tokens import GPT2_PADDED_VOCAB_SIZE, check_vocab, load_meta, meta_file, open_tokens, step_windows
+from plot import RunLog
+from tokens import (GPT2_PADDED_VOCAB_SIZE, ShardLoader, check_shard_vocab, check_vocab, find_shards, load_meta,
+                    meta_file, open_mask, open_shard_splits, open_tokens, step_windows, token_windows)
 
 # -----------------------------------------------------------------------------
 # Settings. The defaults pretrain GPT-2 (124M) on OpenWebText, as nanoGPT's do.
@@ -43,16 +47,19 @@ log_interval = 1 # steps between log lines
 eval_iters = 200 # batches per split in one evaluation
 eval_only = False # evaluate once, then exit without training or saving
 always_save_checkpoint = True # save at every evaluation; False saves only when the val loss improves
-init_from = 'scratch' # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', or a Hugging Face GPT-2 directory
+init_from = 'scratch' # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'..'gpt2-xl', or a Hugging Face GPT-2/Llama dir
 full_eval = False # after training (or with eval_only), also the loss over every block of val.bin
 keep_last = 0 # also keep the newest keep_last checkpoints as ckpt_<iter>.pt (besides ckpt.pt and best.pt)
 unsafe_load = False # resume from a checkpoint that holds Python objects (it can run code: trusted files only)
+eval_hellaswag = False # at each eval also HellaSwag's acc_norm, split among the ranks (GPT-2 tokens only; eval.py)
+hellaswag_file = '' # a HellaSwag jsonl; '' = the official val set (10,042 examples), downloaded once (eval.py)
 # wandb
 wandb_log = False # log losses to Weights & Biases (WANDB_MODE=offline works without an account)
 wandb_project = 'owt'
 wandb_run_name = 'gpt2'
 # data
 dataset = 'openwebtext' # a folder under data/ with train.bin and val.bin
+loss_mask = True # a dataset with train_mask.bin/val_mask.bin (data/arithmetic): the loss on its answers only
 gradient_accumulation_steps = 5 * 8 # micro-batches per optimizer step, over all processes: a big batch in little memory
 batch_size = 12 # sequences per micro-batch
 block_size = 1024 # context length in tokens
@@ -64,6 +71,18 @@ n_embd = 768
 dropout = 0.0 # 0 suits pretraining; fine-tuning a big model on little data may want 0.1 or more
 bias = False # biases in the Linear and LayerNorm layers (GPT-2 has them; without is slightly better and faster)
 attn_impl = 'auto' # 'sdpa' (fused kernel), 'math' (matmul, mask, softmax), 'auto': sdpa on GPUs, math on CPUs
+# the architecture past GPT-2, whose choices are the defaults (model.GPTConfig says what each does)
+n_kv_head = 0 # key/value heads: 0 = n_head (multi-head), a divisor of n_head (grouped-query), 1 (multi-query)
+pos_emb = 'learned' # 'learned' (a position table) or 'rope' (rotary)
+rope_theta = 10000.0
+norm = 'layernorm' # 'layernorm' or 'rmsnorm'
+norm_eps = 1e-5
+qk_norm = False # normalise queries and keys
+mlp = 'gelu' # 'gelu', 'relu2' or 'swiglu'
+mlp_hidden = 0 # the MLP's width; 0: 4 * n_embd (swiglu: ~8/3 * n_embd)
+tie_embeddings = True # lm_head is wte
+logit_softcap = 0.0 # > 0 bounds the logits to (-logit_softcap, logit_softcap)
+zero_init = False # the blocks' output projections start at zero
 # optimizer: AdamW (plus Muon for the blocks' matrices with muon=True)
 learning_rate = 6e-4 # the peak learning rate, reached after warmup
 max_iters = 600000 # optimizer steps to train for
@@ -105,7 +124,7 @@ MFU_WARMUP_STEPS = 5 # steps before MFU is reported: the first ones include comp
 
 if init_from not in ('scratch', 'resume') and not is_pretrained(init_from):
     raise UserError(f"init_from={init_from!r} is not supported: use 'scratch', 'resume', one of "
-                    f"{', '.join(GPT2_SIZES)}, or a directory holding a Hugging Face GPT-2")
+                    f"{', '.join(GPT2_SIZES)}, or a directory holding a Hugging Face GPT-2 or Llama")
 check_ranges(globals(), positive=('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval',
                                   'log_interval', 'eval_iters', 'guard_window', 'guard_zscore', 'guard_max_bad'),
              non_negative=('keep_last', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'warmup_iters',
@@ -117,6 +136,8 @@ if not 0 < decay_frac <= 1:
     raise UserError(f"decay_frac={decay_frac} must be in (0, 1]: the share of training that wsd spends decaying")
 if not 0 < guard_lr_factor <= 1:
     raise UserError(f"guard_lr_factor={guard_lr_factor} must be in (0, 1]: a rollback multiplies the LR by it")
+# HellaSwag read, checked and tokenized now: a bad file or a char-level dataset stops the run before it starts
+hellaswag = hellaswag_for_training(hellaswag_file, dataset) if eval_hellaswag else None
 
 # processes and devices: torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and LOCAL_WORLD_SIZE
 ddp = 'RANK' in os.environ
@@ -160,7 +181,13 @@ if device_type == 'cpu':
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', dataset)
 if not os.path.isdir(data_dir):
     raise UserError(f"dataset {dataset!r} not found: no directory {data_dir} (make one with data/<name>/prepare.py)")
-splits = {split: open_tokens(data_dir, split, block_size + 1) for split in ('train', 'val')}
+shard_dir = any(find_shards(data_dir).values()) # a folder of token shards (data/fineweb_edu/prepare.py)
+splits = (open_shard_splits(data_dir, block_size + 1) if shard_dir else
+          {split: open_tokens(data_dir, split, block_size + 1) for split in ('train', 'val')})
+# shards: training walks the train stream in order from a position that checkpoints save (tokens.ShardLoader)
+loader = ShardLoader(splits['train'], batch_size, block_size, gradient_accumulation_steps * ddp_world_size) \
+    if shard_dir else None
+masks = {split: open_mask(data_dir, split, len(data), block_size) for split, data in splits.items()} # (mask, row_len)
 SPLIT_IDS = {'train': 0, 'val': 1}
 offsets = np.arange(block_size + 1)
 
@@ -168,14 +195,24 @@ def get_batch(split, step, micro_step=0, for_eval=False):
     """
     One micro-batch of this rank. A step's windows come from one random stream seeded by (seed, split, eval, step),
     and each rank and micro-step takes its own slice: ranks never share a window, the data order does not depend on
-    the world size, and a resumed run sees the batches it would have seen without stopping.
+    the world size, and a resumed run sees the batches it would have seen without stopping. On shards, training
+    batches are the stream in order instead (tokens.ShardLoader), with the same properties; evals sample windows.
     """
     data = splits[split]
     n_micro = 1 if for_eval else gradient_accumulation_steps * ddp_world_size # an eval batch is the same on every rank
     k = 0 if for_eval else ddp_rank * gradient_accumulation_steps + micro_step
-    starts = step_windows([seed, SPLIT_IDS[split], int(for_eval), step], n_micro * batch_size, len(data) - block_size)
-    chunk = torch.from_numpy(data[starts[k * batch_size:(k + 1) * batch_size, None] + offsets].astype(np.int64))
+    mask, row_len = masks[split] # a dataset of fixed-length rows: windows start at a row (row_len 1: anywhere)
+    in_order = loader is not None and split == 'train' and not for_eval # shards: the next ids of the stream
+    if in_order:
+        chunk = torch.from_numpy(loader.micro_batch(step, k).astype(np.int64))
+    else:
+        starts = step_windows([seed, SPLIT_IDS[split], int(for_eval), step], n_micro * batch_size,
+                              (len(data) - block_size - 1) // row_len + 1) * row_len
+        starts = starts[k * batch_size:(k + 1) * batch_size]
+        chunk = torch.from_numpy(token_windows(data, starts, block_size + 1).astype(np.int64))
     x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+    if loss_mask and mask is not None and not in_order:
+        y[torch.from_numpy(mask[starts[:, None] + offsets[1:]] == 0)] = -1 # skipped by the loss (ignore_index)
     if device_type == 'cuda': # pinned host memory: the copy runs in the background while the GPU computes
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device) # a no-op on the CPU
@@ -195,16 +232,16 @@ if init_from == 'scratch':
     say("Initializing a new model from scratch")
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=meta_vocab_size or GPT2_PADDED_VOCAB_SIZE, dropout=dropout)
-    model = GPT(GPTConfig(**model_args))
+    model = GPT(GPTConfig(**model_args, **{k: v for k, v in globals().items() if k in OPTION_DEFAULTS}))
 elif init_from != 'resume':
-    say(f"Initializing from GPT-2 weights: {init_from}")
+    say(f"Initializing from {pretrained_family(init_from)} weights: {init_from}")
     if meta_vocab_size is not None and init_from in GPT2_SIZES: # said before a download of OpenAI's weights
         raise UserError(f"dataset {dataset!r} has its own vocabulary (meta.pkl, {meta_vocab_size} tokens) but GPT-2 "
                         f"weights need GPT-2 BPE tokens: use a GPT-2 dataset such as dataset='shakespeare'")
     model = GPT.from_pretrained(init_from, dict(dropout=dropout))
     check_vocab(dataset, meta_vocab_size, model.config.vocab_size, f"the weights {init_from}",
                 "use the dataset they were trained on")
-    check_overrides(vars(model.config), changed, block_size, f"the GPT-2 weights {init_from}", "drop the setting")
+    check_overrides(vars(model.config), changed, block_size, f"the weights {init_from}", "drop the setting")
     model_args = {k: getattr(model.config, k) for k in MODEL_ARGS} # what a checkpoint needs to rebuild it
 else:
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -212,7 +249,8 @@ else:
     t_load = time.time()
     model, checkpoint = GPT.from_checkpoint(ckpt_path, 'cpu', unsafe=unsafe_load, dropout=dropout)
     ckpt_args = checkpoint['model_args']
-    check_overrides(ckpt_args, changed, block_size, f"the checkpoint in {out_dir}", "drop the setting to resume it")
+    check_overrides(vars(model.config), changed, block_size, f"the checkpoint in {out_dir}",
+                    "drop the setting to resume it")
     ckpt_muon = bool((checkpoint.get('config') or {}).get('muon', False)) # nanoGPT's checkpoints: AdamW
     if muon != ckpt_muon:
         raise UserError(f"muon={muon} but the run in {out_dir} was trained with muon={ckpt_muon}, and its saved "
@@ -223,12 +261,27 @@ else:
     iter_num, best_val_loss = checkpoint['iter_num'], float(checkpoint['best_val_loss'])
     train_seconds = float(checkpoint.get('train_seconds', 0.0))
     resume_rng, resume_guard = checkpoint.get('rng'), checkpoint.get('guard') # absent in nanoGPT's checkpoints
+    ckpt_dataset = (checkpoint.get('config') or {}).get('dataset')
+    if (loader is not None or 'loader' in checkpoint) and ckpt_dataset not in (None, dataset):
+        raise UserError(f"the run in {out_dir} was trained on dataset {ckpt_dataset!r}, not {dataset!r}: resume with "
+                        f"--dataset={ckpt_dataset}, or fine-tune its weights (python model.py export_hf {out_dir} DIR, "
+                        f"then --init_from=DIR)")
+    if loader is not None and checkpoint.get('loader') is not None: # the shard stream continues where it stopped
+        loader.restore(checkpoint['loader'], iter_num, data_dir)
+        if checkpoint['loader']['step_tokens'] != loader.step_tokens:
+            say(f"note: {loader.step_tokens:,} tokens per step now, {checkpoint['loader']['step_tokens']:,} before: "
+                f"the shard stream continues at the saved position with the new batch")
+    elif loader is not None and iter_num > 0:
+        say("note: the checkpoint has no shard position: training reads the shards from their beginning")
     say(f"loaded the checkpoint of iter {iter_num} in {time.time() - t_load:.2f}s")
     if iter_num >= max_iters:
         say(f"the run is already at max_iters={max_iters}: raise --max_iters to train it further")
     elif 0 < max_seconds <= train_seconds:
         say(f"the run has already trained its max_seconds={max_seconds:g} ({train_seconds:.0f}s): "
             f"raise --max_seconds to train it further")
+if shard_dir:
+    for stream in splits.values():
+        check_shard_vocab(stream, model.config.vocab_size, data_dir)
 if block_size < model.config.block_size: # a shorter context than the weights have: cut the position table
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size
@@ -282,12 +335,12 @@ def estimate_loss():
     return {split: mean_loss(model, eval_iters, lambda k: get_batch(split, k, for_eval=True)) for split in splits}
 
 def full_val_loss():
-    """The loss over every non-overlapping block of val.bin: the whole split, no sampling noise."""
+    """The loss over every non-overlapping block of val.bin (or the val shards): the whole split, no sampling noise."""
     data = splits['val']
     n_blocks = (len(data) - 1) // block_size
     def batch(i):
-        starts = np.arange(i * batch_size, min((i + 1) * batch_size, n_blocks))[:, None] * block_size
-        chunk = torch.from_numpy(data[starts + offsets].astype(np.int64)).to(device)
+        starts = np.arange(i * batch_size, min((i + 1) * batch_size, n_blocks)) * block_size
+        chunk = torch.from_numpy(token_windows(data, starts, block_size + 1).astype(np.int64)).to(device)
         return chunk[:, :-1], chunk[:, 1:]
     # the uncompiled model: the last, smaller batch would make torch.compile compile again
     return mean_loss(raw_model, math.ceil(n_blocks / batch_size), batch)
@@ -302,12 +355,14 @@ def save(best):
     if not master_process:
         return
     # nanoGPT's keys, then ours: how far a time-budgeted run is, the generators for the dropout masks to come (the
-    # data position is iter_num: see get_batch), and the guard's recent losses
+    # data position is iter_num: see get_batch; on shards also 'loader'), and the guard's recent losses
     checkpoint = dict(model=model_state, optimizer=optimizer_state, model_args=model_args, iter_num=iter_num,
                       best_val_loss=best_val_loss, config=config, train_seconds=train_seconds, rng=rng_state(),
                       guard=loss_guard.state_dict())
-    if raw_model.config.gelu_approximate != 'none': # GPT-2 weights: kept beside model_args (see model.GELU_KEY)
-        checkpoint[GELU_KEY] = raw_model.config.gelu_approximate
+    if loader is not None: # where the step iter_num begins in the shard stream
+        checkpoint['loader'] = loader.state(iter_num)
+    if model_options(raw_model.config): # the architecture past nanoGPT's model_args (see model.OPTIONS_KEY)
+        checkpoint[OPTIONS_KEY] = model_options(raw_model.config)
     if scaler.is_enabled():
         checkpoint['scaler'] = scaler.state_dict()
     t = time.time()
@@ -344,6 +399,8 @@ if init_from == 'resume': # the random state goes last: everything above may hav
         loss_guard.load_state_dict(resume_guard)
     restore_rng_state(resume_rng, seed, ddp_rank, iter_num)
 stop = GracefulStop()
+# rank 0's out_dir/log.jsonl for plot.py; a resumed run drops the lines past its checkpoint (see plot.RunLog)
+run_log = RunLog(out_dir, iter_num if init_from == 'resume' else None) if master_process and not eval_only else None
 
 X, Y = get_batch('train', iter_num, 0) # the first micro-batch; each later one is fetched during the step before
 t0 = t_start = time.time()
@@ -366,10 +423,18 @@ try:
         last = iter_num >= max_iters or (max_seconds > 0 and train_seconds >= max_seconds)
         if iter_num % eval_interval == 0 or last or eval_only: # every rank evaluates its share; all get the same losses
             losses = estimate_loss()
-            say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            hellaswag_score = None if hellaswag is None else \
+                hellaswag_acc_norm(raw_model, hellaswag, device, ctx, ddp_rank, ddp_world_size, ddp) # uncompiled
+            say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                + (f", hellaswag acc_norm {hellaswag_score:.4f}" if hellaswag_score is not None else ""))
+            if run_log is not None:
+                run_log.write('eval', iter=iter_num, train_loss=losses['train'], val_loss=losses['val'], lr=lr,
+                              tokens=iter_num * tokens_per_iter, time=round(train_seconds, 3),
+                              **({} if hellaswag_score is None else {'hellaswag': hellaswag_score}))
             if wandb_log and master_process:
                 wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
-                           "lr": lr, "mfu": running_mfu*100})
+                           "lr": lr, "mfu": running_mfu*100,
+                           **({} if hellaswag_score is None else {"hellaswag": hellaswag_score})})
             if (losses['val'] < best_val_loss or always_save_checkpoint) and not eval_only: # eval_only writes nothing
                 improved = losses['val'] < best_val_loss
                 best_val_loss = min(best_val_loss, losses['val'])
@@ -446,6 +511,10 @@ try:
                 running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
             print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, tok/s {tokens_per_iter / dt:,.0f}, "
                   f"mfu {running_mfu*100:.2f}%" + (f", skipped {loss_guard.skipped}" if guard else ""))
+            if run_log is not None:
+                run_log.write('step', iter=iter_num, loss=lossf, lr=lr, tokens=iter_num * tokens_per_iter,
+                              tok_per_s=round(tokens_per_iter / dt, 1), mfu=running_mfu if running_mfu >= 0 else None,
+                              dt_ms=round(dt * 1000, 3), time=round(seconds_before + t1 - t_start, 3))
         iter_num += 1
         local_iter_num += 1
 

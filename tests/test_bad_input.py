@@ -118,7 +118,7 @@ CASES = [
     ('key without value', 'train.py', [*TRAIN, '--max_iters'], '--key=value'),
     ('missing config file', 'train.py', ['config/no_such_config.py', *TRAIN], 'config file config/no_such_config.py not found'),
     ('config file that fails', 'train.py', ['{w}/failing_config.py', *TRAIN], 'ZeroDivisionError'),
-    ('sample: unknown key', 'sample.py', [*SAMPLE, '--top_p=0.9'], "unknown config key 'top_p'"),
+    ('sample: unknown key', 'sample.py', [*SAMPLE, '--min_p=0.1'], "unknown config key 'min_p'"),
     ('bench: wrong type', 'bench.py', [*BENCH, '--compile=yes'], 'compile expects bool'),
     # train.py: sizes and settings
     ('batch_size=0', 'train.py', [*TRAIN, '--batch_size=0'], 'batch_size=0 must be > 0'),

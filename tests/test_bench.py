@@ -82,3 +82,26 @@ def test_real_data_reads_the_prepared_dataset(char_data):
 def test_a_training_config_file_can_be_benchmarked():
     s = summary(run('bench.py', 'config/shakespeare_char.py', *SMALL).stdout)
     assert s['batch_size'] == '2' and s['block_size'] == '32' and s['n_layer'] == '2' # the shape that was timed
+
+
+def test_sample_mode_reports_the_kv_cache_bytes_of_multi_head_and_multi_query_attention():
+    import torch
+    from model import GPT, GPTConfig, prepare_for_sampling
+    n_layer, n_head, head_size, batch, block = 2, 4, 8, 2, 32 # SMALL's shape with 4 heads of 8 dims
+    params = {}
+    for n_kv_head, kv_heads in ((0, n_head), (1, 1)): # multi-head (0 = n_head), multi-query
+        s = summary(run('bench.py', *SMALL, f'--n_head={n_head}', f'--n_kv_head={n_kv_head}', '--mode=sample',
+                        '--baseline=False', '--max_new_tokens=4', '--dtype=bfloat16').stdout)
+        # keys and values, of every layer and key/value head: on the CPU the cache is fp32 (4 bytes) for bf16 weights
+        assert s['kv_cache_dtype'] == 'float32'
+        assert int(s['kv_bytes_per_token']) == 2 * n_layer * kv_heads * head_size * 4
+        assert int(s['kv_bytes_per_block']) == int(s['kv_bytes_per_token']) * block * batch
+        # and that is what generate() allocates for such a model
+        model = prepare_for_sampling(GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_head * head_size,
+                                                   block_size=block, vocab_size=65, n_kv_head=n_kv_head)),
+                                     'cpu', 'bfloat16')
+        caches = model._new_kv_caches(batch, torch.device('cpu'))
+        assert sum(c.k.nbytes + c.v.nbytes for c in caches) == int(s['kv_bytes_per_block'])
+        params[kv_heads] = int(s['params'])
+    # multi-query drops 3 of the 4 key and 3 of the 4 value projections (8 rows of 32 each, no bias) in each layer
+    assert params[n_head] - params[1] == n_layer * 2 * (n_head - 1) * head_size * n_head * head_size

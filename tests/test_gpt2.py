@@ -213,8 +213,8 @@ def test_from_pretrained_rejects_what_it_cannot_load(tmp_path):
         GPT.from_pretrained('gpt3')
     with pytest.raises(UserError, match='has no config.json'):
         GPT.from_pretrained(str(tmp_path))
-    (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'llama', 'hidden_size': 32}))
-    with pytest.raises(UserError, match="'llama' model, not GPT-2"):
+    (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'bert', 'hidden_size': 32}))
+    with pytest.raises(UserError, match="'bert' model, not GPT-2 or Llama"):
         GPT.from_pretrained(str(tmp_path))
     (tmp_path / 'config.json').write_text(json.dumps({'model_type': 'gpt2', 'activation_function': 'relu'}))
     with pytest.raises(UserError, match="cannot reproduce: activation_function='relu'"):
@@ -282,8 +282,12 @@ def test_finetune_a_hf_gpt2_dir_with_train_py_then_sample(tmp_path, hf_dir, bpe_
     ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
     # model_args as nanoGPT has them; GPT-2's tanh GELU is stored beside them and comes back on loading
     assert ckpt['model_args'] == dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=True, vocab_size=50257, dropout=0.0)
-    assert ckpt['gelu_approximate'] == 'tanh'
+    assert ckpt['model_options'] == {'gelu_approximate': 'tanh'}
     assert GPT.from_checkpoint(str(out / 'ckpt.pt'))[0].config.gelu_approximate == 'tanh'
+    # earlier versions kept it beside model_args: such checkpoints still load with the GELU they were trained with
+    legacy = {k: v for k, v in ckpt.items() if k != 'model_options'}
+    torch.save(dict(legacy, gelu_approximate='tanh'), str(out / 'legacy.pt'))
+    assert GPT.from_checkpoint(str(out / 'legacy.pt'))[0].config.gelu_approximate == 'tanh'
     run('model.py', 'export_hf', str(out), str(tmp_path / 'hf'))
     assert json.loads((tmp_path / 'hf' / 'config.json').read_text())['activation_function'] == 'gelu_new'
     p = run('sample.py', f'--out_dir={out}', '--start=ROMEO:', '--num_samples=1', '--max_new_tokens=8', '--device=cpu')

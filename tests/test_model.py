@@ -276,7 +276,7 @@ def test_kv_cache_generation_equals_full_recompute_also_past_block_size(impl):
         model.lm_head.weight.mul_(8)
     prompt = torch.randint(0, 50, (2, 5))
     expected = full_recompute(model, prompt, 40) # 45 tokens: far past block_size 16
-    got = model.generate(prompt, 40, top_k=1)
+    got = model.generate(prompt, 40, top_k=1, overflow='recompute')
     assert torch.equal(got, expected)
     assert torch.equal(model.generate(prompt, 40, top_k=1, use_kv_cache=False), expected)
 
@@ -309,6 +309,30 @@ def test_slide_overflow_keeps_half_a_block_and_positions_consistent(impl):
     assert torch.equal(got, sliding_recompute(model, prompt, 40))
     exact = full_recompute(model, prompt, 40)
     assert torch.equal(got[:, :17], exact[:, :17]) # within block_size (and its first token past it) nothing changes
+
+
+@pytest.mark.parametrize('impl', ['sdpa', 'math'])
+def test_a_rope_models_rolling_cache_is_exact_past_block_size_and_never_refeeds(impl, monkeypatch):
+    """With rope, attention sees relative positions only: overwriting the oldest cache slot gives, for every token,
+    exactly what recomputing the last block_size tokens gives, at one token's cost."""
+    model = sharp_tiny(pos_emb='rope', n_kv_head=1)
+    model.set_attn_impl(impl)
+    prompt = torch.randint(0, 50, (2, 5))
+    expected = full_recompute(model, prompt, 40) # 45 tokens, past block_size 16
+    fed = []
+    forward = model.forward
+    monkeypatch.setattr(model, 'forward', lambda idx, *a, **k: fed.append(idx.size(1)) or forward(idx, *a, **k))
+    assert torch.equal(model.generate(prompt, 40, top_k=1), expected) # 'auto' is 'roll' for rope
+    assert fed == [5] + [1] * 39 # the prompt once, then one token per step: no refill at block_size
+    assert torch.equal(model.generate(prompt, 40, top_k=1, overflow='roll'), expected)
+
+
+def test_default_overflow_is_slide_for_learned_positions_and_roll_is_refused_for_them():
+    model = sharp_tiny()
+    prompt = torch.randint(0, 50, (2, 5))
+    assert torch.equal(model.generate(prompt, 40, top_k=1), sliding_recompute(model, prompt, 40))
+    with pytest.raises(UserError, match="overflow='roll' needs pos_emb='rope'"):
+        model.generate(prompt, 4, overflow='roll')
 
 
 def test_bf16_sampling_with_packed_weights_stays_close_to_fp32():
@@ -368,6 +392,8 @@ def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once():
             again = model.generate(prompt, 40, temperature=4.0, top_k=5, overflow=overflow, compile=True)
             assert not torch.equal(again, expected) # random: the same tokens came from the same seed, not by chance
         assert dynamo_utils.counters['stats']['unique_graphs'] == graphs
+        rope = sharp_tiny(n_layer=1, pos_emb='rope', n_kv_head=1) # the rolling cache compiled: slots wrap around
+        assert torch.equal(rope.generate(prompt, 40, top_k=1, compile=True), full_recompute(rope, prompt, 40))
     if packed_linear_supported(): # weights packed for eager sampling are not for the compiler: one clear error
         with pytest.raises(UserError, match='compile=True'):
             prepare_for_sampling(sharp_tiny(), 'cpu', 'bfloat16').generate(prompt, 3, compile=True)

@@ -67,7 +67,7 @@ def test_best_checkpoint_survives_worse_evals_and_keep_last_prunes_the_history(t
     vals = {int(i): float(v) for i, v in re.findall(r'^step (\d+): .* val loss ([\d.]+)', p.stdout, re.M)}
     assert max(vals.values()) > min(vals.values()) # some eval was worse than an earlier one
     files = sorted(os.listdir(tmp_path))
-    assert files == ['best.pt', 'ckpt.pt', 'ckpt_00000008.pt', 'ckpt_00000010.pt']
+    assert files == ['best.pt', 'ckpt.pt', 'ckpt_00000008.pt', 'ckpt_00000010.pt', 'log.jsonl'] # and the run log
     latest, best = ckpt(tmp_path / 'ckpt.pt'), ckpt(tmp_path / 'best.pt')
     assert latest['iter_num'] == 10
     vals.update({int(i): float(v) for i, v in re.findall(r'^step (\d+): .* val loss ([\d.]+)', first.stdout, re.M)})

@@ -13,7 +13,6 @@ is ~9B train tokens (~17GB) and ~4M val tokens, as in nanoGPT. Offline, the toke
 Local files: .txt is one document per file (text_sample_by='document'; 'line' or 'paragraph' split it),
 .json/.jsonl take the text_field of each record; a directory means the .txt/.json/.jsonl files under it.
 """
-import glob
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here))) # the repo root: common.py, tokens.py, configurator.py
 from common import UserError, exit_on_user_error, first_line
 from configurator import configure
-from tokens import GPT2_EOT, gpt2_encoding, write_token_shards
+from tokens import gpt2_encode, gpt2_encoding, text_file_paths, write_token_shards
 
 # -----------------------------------------------------------------------------
 files = '' # comma-separated local .txt/.json/.jsonl files, globs or directories; '' = Hugging Face's openwebtext
@@ -46,11 +45,7 @@ def local_files(spec):
     for part in (p.strip() for p in spec.split(',')):
         if not part:
             continue
-        if os.path.isdir(part):
-            paths = sorted(p for p in glob.glob(os.path.join(part, '**', '*'), recursive=True)
-                           if os.path.splitext(p)[1] in LOADERS)
-        else:
-            paths = sorted(glob.glob(part))
+        paths = text_file_paths(part, LOADERS) # a directory stands for the files under it that a loader reads
         if not paths:
             raise UserError(f"files: {part} matches no file: give existing .txt/.json/.jsonl files, globs or directories")
         for p in paths:
@@ -110,8 +105,7 @@ split_dataset['val'] = split_dataset.pop('test') # train.py reads the held-out s
 
 def process(batch):
     # a batch of documents per call: far less per-call overhead in datasets than one document at a time
-    ids = [doc + [GPT2_EOT] for doc in gpt2_encoding().encode_ordinary_batch(batch['text'], num_threads=1)]
-    # encode_ordinary reads '<|endoftext|>' in a text as plain characters; the EOT token ends each document
+    ids = gpt2_encode(batch['text'], eot=True) # the EOT token ends each document
     return {'ids': ids, 'len': [len(x) for x in ids]}
 
 t0 = time.time()
