@@ -361,8 +361,9 @@ def save(best):
                       guard=loss_guard.state_dict())
     if loader is not None: # where the step iter_num begins in the shard stream
         checkpoint['loader'] = loader.state(iter_num)
-    if model_options(raw_model.config): # the architecture past nanoGPT's model_args (see model.OPTIONS_KEY)
-        checkpoint[OPTIONS_KEY] = model_options(raw_model.config)
+    options = model_options(raw_model.config) # the architecture past nanoGPT's model_args (see model.OPTIONS_KEY)
+    if options:
+        checkpoint[OPTIONS_KEY] = options
     if scaler.is_enabled():
         checkpoint['scaler'] = scaler.state_dict()
     t = time.time()
