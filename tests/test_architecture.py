@@ -4,6 +4,7 @@ logit_softcap, zero_init, and cross-attention), each against a reference written
 with every pair of them; and how checkpoints keep them. docs/architecture.md says what each one is.
 """
 import math
+import os
 from itertools import combinations, product
 
 import pytest
@@ -11,8 +12,9 @@ import torch
 
 from checkpoint import CheckpointError
 from common import UserError
-from conftest import TINY, one_line_error, run
-from model import GPT, GPTConfig, MLP, MODEL_ARGS, OPTIONS_KEY, apply_rope, mlp_width, model_options, rope_angles
+from conftest import ROOT, TINY, one_line_error, run
+from model import (GPT, GPTConfig, MLP, MODEL_ARGS, OPTION_DEFAULTS, OPTIONS_KEY, apply_rope, mlp_width, model_options,
+                   rope_angles)
 
 VOCAB, BLOCK, N_HEAD, N_EMBD = 50, 16, 4, 32
 HEAD_SIZE = N_EMBD // N_HEAD
@@ -453,3 +455,32 @@ def test_checkpoint_options_rebuild_the_model_and_weights_of_another_width_are_r
     torch.save({'model': gelu.state_dict(), 'model_args': {k: getattr(gelu.config, k) for k in MODEL_ARGS},
                 'gelu_approximate': 'tanh'}, tmp_path / 'old.pt')
     assert GPT.from_checkpoint(str(tmp_path / 'old.pt'))[0].config.gelu_approximate == 'tanh'
+
+# -----------------------------------------------------------------------------
+# the CPU config and its modern twin
+
+def config_file(name):
+    settings = {}
+    with open(os.path.join(ROOT, 'config', name)) as f:
+        exec(f.read(), {}, settings) # as configurator.py applies a config file
+    return settings
+
+def set_options(settings):
+    return {k: v for k, v in settings.items() if k in OPTION_DEFAULTS and v != OPTION_DEFAULTS[k]}
+
+CPU, MODERN = config_file('shakespeare_char_cpu.py'), config_file('shakespeare_char_cpu_modern.py')
+
+def test_the_modern_cpu_config_is_the_gpt2_one_with_only_architecture_options_added():
+    assert set_options(CPU) == {} and set_options(MODERN) # GPT-2's architecture, and one that differs from it
+    training = lambda c: {k: v for k, v in c.items() if k not in OPTION_DEFAULTS and k != 'out_dir'}
+    assert training(CPU) == training(MODERN) # the same budget, size, optimizer and schedule: a fair comparison
+    assert CPU['out_dir'] != MODERN['out_dir']
+
+
+@pytest.mark.parametrize('name, settings', [('shakespeare_char_cpu.py', CPU),
+                                            ('shakespeare_char_cpu_modern.py', MODERN)])
+def test_each_cpu_config_trains_and_its_checkpoint_keeps_exactly_its_options(char_data, tmp_path, name, settings):
+    run('train.py', f'config/{name}', f'--out_dir={tmp_path}', '--max_seconds=0', '--max_iters=2',
+        '--eval_interval=2', '--eval_iters=1', '--full_eval=False', '--n_layer=1', '--n_embd=32')
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert list(ckpt['model_args']) == list(MODEL_ARGS) and ckpt.get(OPTIONS_KEY, {}) == set_options(settings)
