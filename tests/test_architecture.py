@@ -12,6 +12,7 @@ import torch
 
 from checkpoint import CheckpointError
 from common import UserError
+from configurator import apply_overrides, script_settings
 from conftest import ROOT, TINY, one_line_error, run
 from model import (GPT, GPTConfig, MLP, MODEL_ARGS, OPTION_DEFAULTS, OPTIONS_KEY, apply_rope, mlp_width, model_options,
                    rope_angles)
@@ -460,9 +461,8 @@ def test_checkpoint_options_rebuild_the_model_and_weights_of_another_width_are_r
 # the CPU config and its modern twin
 
 def config_file(name):
-    settings = {}
-    with open(os.path.join(ROOT, 'config', name)) as f:
-        exec(f.read(), {}, settings) # as configurator.py applies a config file
+    settings = script_settings(os.path.join(ROOT, 'train.py')) # train.py's defaults, then the file as train.py reads it
+    apply_overrides(settings, [os.path.join(ROOT, 'config', name)])
     return settings
 
 def set_options(settings):
