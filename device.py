@@ -137,6 +137,20 @@ def native_bf16(device):
     return cpu_supports_bf16()
 
 
+def cpu_compiler():
+    """
+    The C++ compiler that torch.compile builds its CPU kernels with (g++, clang++, or $CXX), or None where this machine
+    has none: there torch.compile fails at the first step, so callers run uncompiled instead.
+    """
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError: # a torch that finds its compiler elsewhere: let torch.compile try
+        return 'unknown'
+    try:
+        return get_cpp_compiler()
+    except Exception: # InvalidCxxCompiler, or a Windows check that raises its own
+        return None
+
 def resolve_dtype(dtype, device):
     """
     'auto' means bf16 where the device runs it natively, else fp16 on CUDA (trained with a GradScaler),

@@ -26,9 +26,9 @@ from checkpoint import (GracefulStop, LossGuard, clean_state_dict, full_state_di
                         rollback_checkpoint, save_run_checkpoint)
 from common import UserError, exit_on_user_error, first_line
 from configurator import check_ranges, configure, config_keys
-from device import (autocast_context, check_fsdp, device_peak_flops, grad_scaler, keep_freed_memory, resolve_backend,
-                    resolve_device, resolve_dtype, set_cpu_threads, shard_model, torchrun_device, torchrun_ranks,
-                    use_device)
+from device import (autocast_context, check_fsdp, cpu_compiler, device_peak_flops, grad_scaler, keep_freed_memory,
+                    resolve_backend, resolve_device, resolve_dtype, set_cpu_threads, shard_model, torchrun_device,
+                    torchrun_ranks, use_device)
 from eval import hellaswag_acc_norm, hellaswag_for_training
 from huggingface import GPT2_SIZES, is_pretrained, pretrained_family
 from model import (GPT, GPTConfig, MODEL_ARGS, OPTION_DEFAULTS, OPTIONS_KEY, check_overrides, model_options,
@@ -303,6 +303,10 @@ if checkpoint is not None: # the moments load from the CPU straight into the opt
 checkpoint = None # the CPU copy is no longer needed
 
 raw_model = model # the unwrapped model: its state_dict has clean names
+if compile and device_type == 'cpu' and cpu_compiler() is None:
+    say("compile=True needs a C++ compiler on the CPU (g++ or clang++, or $CXX) and none was found: training "
+        "uncompiled. Install one, or pass --compile=False")
+    compile = False
 if compile:
     say("compiling the model... (takes a ~minute)")
     model = torch.compile(model)
