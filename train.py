@@ -334,9 +334,13 @@ def mean_loss(net, n, batch):
         all_reduce(total)
     return (total[0] / total[1]).item()
 
+# evals on a CPU use the uncompiled model: compiling its no-grad graph took ~28 s for the 4-layer CPU config, a tenth of
+# its budget and more than all its evals together
+eval_model = raw_model if device_type == 'cpu' else model
+
 def estimate_loss():
     """Mean loss over eval_iters batches per split; the same batches at every eval, whatever the world size."""
-    return {split: mean_loss(model, eval_iters, lambda k: get_batch(split, k, for_eval=True)) for split in splits}
+    return {split: mean_loss(eval_model, eval_iters, lambda k: get_batch(split, k, for_eval=True)) for split in splits}
 
 def full_val_loss():
     """The loss over every non-overlapping block of val.bin (or the val shards): the whole split, no sampling noise."""

@@ -39,4 +39,6 @@ beta2 = 0.99
 warmup_iters = 50
 
 device = 'cpu'
-compile = False # measured: no faster on this CPU, and compiling takes ~40 s of the budget
+# no gain on a first run: compiling took 41-58 s of the budget for ~10% faster steps; a second run on the same machine
+# finds inductor's cache warm and compiles in ~7 s, and --compile=True then pays (docs/benchmarks.md)
+compile = False

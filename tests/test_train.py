@@ -83,11 +83,14 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     assert len(val) == 2 and val[1] < val[0] - 0.3, val # the held-out loss falls too
 
 
-def test_compile_trains_on_the_cpu(tmp_path):
-    # one layer: a cold inductor cache (as in CI) compiles every kernel with the C++ compiler, 27 s here against 42 s for two
-    p = train(tmp_path, '--max_iters=3', '--eval_interval=3', '--compile=True', '--n_layer=1')
+def test_compile_trains_on_the_cpu_and_compiles_only_the_training_step(tmp_path):
+    # one layer: a cold inductor cache (as in CI) compiles every kernel with the C++ compiler
+    p = train(tmp_path, '--max_iters=3', '--eval_interval=3', '--compile=True', '--n_layer=1',
+              env_extra={'TORCH_LOGS': 'recompiles'}) # dynamo logs each graph it compiles again for new guards
     assert 'compiling the model' in p.stdout and len(losses(p.stdout)) == 3
     assert all(np.isfinite(list(losses(p.stdout).values())))
+    # the evals (no grad, eval mode) ran the uncompiled model: compiling a second graph would cost more than they take
+    assert 'Recompiling function' not in p.stderr, p.stderr[-2000:]
 
 
 
