@@ -48,8 +48,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 class BatchedMuon(torch.optim.Muon):
     """
-    torch.optim.Muon's update (same coefficients, momentum, weight decay and state: one momentum_buffer per matrix,
-    so checkpoints load either way), computed for all matrices of one shape at once. torch orthogonalizes one matrix
+    torch.optim.Muon's update (same coefficients, momentum, weight decay, adjust_lr_fn and state: one momentum_buffer
+    per matrix, so checkpoints load either way), computed for all matrices of one shape at once. torch orthogonalizes one matrix
     at a time: 15 small matmuls each, 240 for a 4-layer model, and on a CPU their dispatch cost made Muon a sixth of
     the CPU config's step. Here each shape (a matrix and its transpose count as one) takes 15 batched matmuls.
     ns_dtype is the dtype of the Newton-Schulz iteration: bf16 as torch's, or fp32 where bf16 is only emulated
@@ -84,9 +84,17 @@ class BatchedMuon(torch.optim.Muon):
                 x = torch.stack([wide[i] for i in idx]).to(self.ns_dtype)
                 x = orthogonalize(x, group['ns_coefficients'], group['ns_steps'], group['eps']).to(params[idx[0]].dtype)
                 steps = [xi.T if updates[i].size(0) > updates[i].size(1) else xi for i, xi in zip(idx, x.unbind())]
-                scale = MATCH_RMS_ADAMW * math.sqrt(max(params[idx[0]].shape)) # the same for a shape and its transpose
-                torch._foreach_add_([params[i] for i in idx], steps, alpha=-group['lr'] * scale)
+                rates = [-group['lr'] * lr_ratio(group['adjust_lr_fn'], params[i].shape) for i in idx]
+                torch._foreach_add_([params[i] for i in idx], torch._foreach_mul(steps, rates))
         return loss
+
+
+def lr_ratio(adjust_lr_fn, shape):
+    """torch's Muon's scale of the orthogonal update for a (rows, cols) matrix, by its adjust_lr_fn."""
+    rows, cols = shape
+    if adjust_lr_fn == 'match_rms_adamw': # the update's RMS, 1/sqrt(max dim), brought to AdamW's typical RMS
+        return MATCH_RMS_ADAMW * math.sqrt(max(rows, cols))
+    return math.sqrt(max(1, rows / cols)) # 'original' (and None): Keller Jordan's scale
 
 
 def orthogonalize(x, coefficients, steps, eps):

@@ -222,7 +222,8 @@ BLOCK_SHAPES = [(96, 32), (32, 32), (128, 32), (32, 128)] * 2
 
 
 @pytest.mark.parametrize('ns_dtype', [torch.bfloat16, torch.float32])
-def test_batched_muon_makes_the_update_of_torchs_muon(ns_dtype):
+@pytest.mark.parametrize('adjust_lr_fn', ['match_rms_adamw', 'original'])
+def test_batched_muon_makes_the_update_of_torchs_muon(ns_dtype, adjust_lr_fn):
     """
     BatchedMuon orthogonalizes all matrices of a shape at once, in bf16 as torch's Muon does or in fp32 (for CPUs
     that only emulate bf16). Either way its update is torch's Muon's to within bf16's precision, and so is its state.
@@ -231,7 +232,7 @@ def test_batched_muon_makes_the_update_of_torchs_muon(ns_dtype):
     ours = [torch.nn.Parameter(torch.randn(*shape) * 0.02) for shape in BLOCK_SHAPES]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     start = [p.detach().clone() for p in ours]
-    kwargs = dict(lr=3e-3, weight_decay=0.1, adjust_lr_fn='match_rms_adamw')
+    kwargs = dict(lr=3e-3, weight_decay=0.1, adjust_lr_fn=adjust_lr_fn)
     opts = [BatchedMuon(ours, ns_dtype=ns_dtype, **kwargs), torch.optim.Muon(theirs, **kwargs)]
     for _ in range(3):
         for p, q in zip(ours, theirs):
