@@ -49,9 +49,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
 class BatchedMuon(torch.optim.Muon):
     """
     torch.optim.Muon's update (same coefficients, momentum, weight decay, adjust_lr_fn and state: one momentum_buffer
-    per matrix, so checkpoints load either way), computed for all matrices of one shape at once. torch orthogonalizes one matrix
-    at a time: 15 small matmuls each, 240 for a 4-layer model, and on a CPU their dispatch cost made Muon a sixth of
-    the CPU config's step. Here each shape (a matrix and its transpose count as one) takes 15 batched matmuls.
+    per matrix, so checkpoints load either way), computed for all matrices of one shape at once. torch orthogonalizes
+    one matrix at a time: 15 small matmuls each, 240 for a 4-layer model, and on a CPU their dispatch cost made Muon a
+    sixth of the CPU config's step. Here each shape (a matrix and its transpose count as one) takes 15 batched matmuls.
     ns_dtype is the dtype of the Newton-Schulz iteration: bf16 as torch's, or fp32 where bf16 is only emulated
     (a CPU with AVX2 only runs bf16 matmuls at 0.9 against 130-160 GFLOP/s in fp32).
     """
@@ -75,7 +75,8 @@ class BatchedMuon(torch.optim.Muon):
             torch._foreach_lerp_(bufs, grads, 1 - group['momentum'])
             updates = [g.lerp(b, group['momentum']) for g, b in zip(grads, bufs)] if group['nesterov'] else bufs
             # orthogonalize on the wide side, so that the Gram matrix XX^T is the smaller one
-            wide = [u.T if u.size(0) > u.size(1) else u for u in updates]
+            tall = [u.size(0) > u.size(1) for u in updates]
+            wide = [u.T if t else u for u, t in zip(updates, tall)]
             by_shape = {}
             for i, w in enumerate(wide):
                 by_shape.setdefault(tuple(w.shape), []).append(i)
@@ -83,7 +84,7 @@ class BatchedMuon(torch.optim.Muon):
             for idx in by_shape.values():
                 x = torch.stack([wide[i] for i in idx]).to(self.ns_dtype)
                 x = orthogonalize(x, group['ns_coefficients'], group['ns_steps'], group['eps']).to(params[idx[0]].dtype)
-                steps = [xi.T if updates[i].size(0) > updates[i].size(1) else xi for i, xi in zip(idx, x.unbind())]
+                steps = [xi.T if tall[i] else xi for i, xi in zip(idx, x.unbind())]
                 rates = [-group['lr'] * lr_ratio(group['adjust_lr_fn'], params[i].shape) for i in idx]
                 torch._foreach_add_([params[i] for i in idx], torch._foreach_mul(steps, rates))
         return loss

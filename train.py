@@ -91,7 +91,7 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0 # clip the gradient norm to this; 0 = no clipping
-muon = False # Muon (torch.optim.Muon's update) for the blocks' weight matrices, AdamW for the rest: fewer steps to a loss
+muon = False # Muon for the blocks' weight matrices, AdamW for the rest: fewer steps to a loss
 # learning-rate schedule
 decay_lr = True # False keeps learning_rate throughout, no warmup either (nanoGPT's switch)
 lr_schedule = 'cosine' # after warmup: 'cosine' (nanoGPT's), 'wsd' (flat, then a linear decay at the end), 'constant'

@@ -93,13 +93,13 @@ def test_compile_trains_on_the_cpu_and_compiles_only_the_training_step(tmp_path)
     assert 'Recompiling function' not in p.stderr, p.stderr[-2000:]
 
 
-
 def test_compile_without_a_cpp_compiler_says_so_and_trains_uncompiled(tmp_path):
     """torch.compile needs a C++ compiler for CPU kernels; a machine without one gets a note, not a crash."""
     p = train(tmp_path, '--max_iters=3', '--eval_interval=3', '--compile=True',
               env_extra={'CXX': str(tmp_path / 'no-such-compiler')}) # inductor looks for $CXX
     assert 'compile=True needs a C++ compiler on the CPU' in p.stdout and 'compiling the model' not in p.stdout
     assert len(losses(p.stdout)) == 3 and (tmp_path / 'ckpt.pt').exists()
+
 
 def test_log_lines_show_loss_time_tokens_per_second_and_mfu(tmp_path):
     p = train(tmp_path, '--max_iters=7', '--eval_interval=7', '--full_eval=True', '--cpu_threads=1')
